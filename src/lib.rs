@@ -1,0 +1,8 @@
+//! lakefs-fuse: mount lakeFS repositories as a filesystem, and a small lakeFS-compatible server.
+//!
+//! Dependencies point one way: `cli`/`main` -> {`fuse`, `server`}; `fuse` -> `fs` -> {`cache`, `staging`} ->
+//! `lakefs`. The server shares no types with the client side, so a mismatch with real lakeFS cannot hide behind
+//! shared request/response structs.
+
+pub mod cli;
+pub mod server;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    lakefs_fuse::cli::main()
+}

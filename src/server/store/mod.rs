@@ -1,0 +1,581 @@
+//! The embedded server's storage: content-addressed blobs plus a transactional metadata store (redb).
+//!
+//! Model (the lakeFS one, see lakefs-api.md §6):
+//! - a *commit* is immutable: parents, message, metadata and a *tree* (`meta_range_id`), a sorted map
+//!   path -> [`ObjectEntry`]; trees are content-addressed so identical trees are stored once;
+//! - a *branch* is a head commit plus a *staging area*: path -> entry or tombstone, laid over the head tree by
+//!   every read of the plain branch name;
+//! - commit and merge each run in one redb write transaction, so a crash leaves the old or the new state;
+//! - blob files are written to a temp file, fsynced and renamed before any metadata refers to them, so every
+//!   acknowledged write survives `kill -9`.
+//!
+//! This module is the only contract between the storage and the two protocol front ends (`api/`, `gateway/`).
+//! Every method validates names (lakefs-api.md §2.1) and returns a [`StoreError`] whose variant names the
+//! condition; the front ends map variants to HTTP statuses and lakeFS/S3 error bodies.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+/// A 64-character lowercase hex commit id.
+pub type CommitId = String;
+
+/// Maximum page size of every listing (lakeFS `max_per_page`).
+pub const MAX_PAGE: usize = 1000;
+
+/// One stored object version. Identity for diff and merge is `(size, checksum, content_type, metadata)`;
+/// `blob` and `mtime` do not count (lakefs-api.md §5.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Content address of the data: lowercase hex SHA-256 of the bytes; the blob file's name.
+    pub blob: String,
+    /// lakeFS checksum: hex MD5 of the body, or the multipart ETag without its `-N` suffix.
+    pub checksum: String,
+    pub size: u64,
+    /// Unix seconds when the entry was written.
+    pub mtime: i64,
+    pub content_type: String,
+    /// User metadata, including reserved `::lakefs::` keys and S3 `X-Amz-Meta-*` keys, verbatim.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ObjectEntry {
+    /// True when two entries are the same version for diff/merge purposes.
+    pub fn same_identity(&self, other: &ObjectEntry) -> bool {
+        self.size == other.size
+            && self.checksum == other.checksum
+            && self.content_type == other.content_type
+            && self.metadata == other.metadata
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub id: String,
+    pub storage_namespace: String,
+    pub default_branch: String,
+    pub creation_date: i64,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub id: CommitId,
+    pub parents: Vec<CommitId>,
+    pub committer: String,
+    pub message: String,
+    pub creation_date: i64,
+    /// Id of the commit's tree ("" for the empty tree of a new repository, as lakeFS reports).
+    pub meta_range_id: String,
+    pub metadata: BTreeMap<String, String>,
+    pub generation: i64,
+    pub version: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    pub id: String,
+    pub head: CommitId,
+    pub hidden: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub id: String,
+    pub commit_id: CommitId,
+}
+
+/// What a ref expression resolved to (lakefs-api.md §2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefView {
+    /// Plain branch name: head commit plus the branch's staging area.
+    Branch { branch: String, head: CommitId },
+    /// `branch@`: the head commit only.
+    BranchHead { branch: String, head: CommitId },
+    /// A commit id, prefix, tag or `~`/`^` expression: an immutable commit.
+    Commit(CommitId),
+}
+
+impl RefView {
+    /// The commit this view is based on.
+    pub fn commit_id(&self) -> &str {
+        match self {
+            RefView::Branch { head, .. } | RefView::BranchHead { head, .. } => head,
+            RefView::Commit(c) => c,
+        }
+    }
+}
+
+/// One page of a listing; `has_more` tells whether a call with `after` = the last item's key gives more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Paging parameters shared by all listings. `amount` is already clamped to 1..=[`MAX_PAGE`] by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    pub prefix: String,
+    /// Exclusive start key.
+    pub after: String,
+    pub amount: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListEntry {
+    Object { path: String, entry: ObjectEntry },
+    /// A "directory": the prefix up to and including the delimiter.
+    CommonPrefix(String),
+}
+
+impl ListEntry {
+    pub fn path(&self) -> &str {
+        match self {
+            ListEntry::Object { path, .. } => path,
+            ListEntry::CommonPrefix(p) => p,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiffType {
+    Added,
+    Removed,
+    Changed,
+    Conflict,
+    PrefixChanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffEntry {
+    pub path: String,
+    pub kind: DiffType,
+    /// True for a `common_prefix` entry (listing with a delimiter).
+    pub is_prefix: bool,
+    pub size: Option<u64>,
+    /// The right side's entry, when it exists (for `include_right_stats`).
+    pub right: Option<ObjectEntry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffKind {
+    /// What merging `right` into `left` would bring: changes on `right` since the merge base.
+    ThreeDot,
+    /// Direct comparison of the two trees.
+    TwoDot,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MergeStrategy {
+    /// Any conflict fails the merge.
+    #[default]
+    Default,
+    DestWins,
+    SourceWins,
+}
+
+impl MergeStrategy {
+    /// Value stored in the merge commit's `.lakefs.merge.strategy` metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeStrategy::Default => "default",
+            MergeStrategy::DestWins => "dest-wins",
+            MergeStrategy::SourceWins => "source-wins",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CommitRequest {
+    pub message: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Overrides the creation date (unix seconds).
+    pub date: Option<i64>,
+    pub allow_empty: bool,
+    pub committer: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MergeRequest {
+    /// Default: `Merge '<source>' into '<destination>'`.
+    pub message: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub strategy: MergeStrategy,
+    pub allow_empty: bool,
+    pub squash: bool,
+    pub committer: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeBase {
+    pub source_commit_id: CommitId,
+    pub destination_commit_id: CommitId,
+    pub base_commit_id: CommitId,
+}
+
+/// `PUT /branches/{b}` reset kinds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetKind {
+    /// Drop the staged change of one path.
+    Object(String),
+    /// Drop staged changes under a prefix.
+    CommonPrefix(String),
+    /// Drop all uncommitted changes.
+    All,
+}
+
+/// Options of the commit log (`GET /refs/{ref}/commits`).
+#[derive(Clone, Debug, Default)]
+pub struct LogRequest {
+    pub after: String,
+    pub amount: usize,
+    pub objects: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub limit: bool,
+    pub first_parent: bool,
+    pub since: Option<i64>,
+    pub stop_at: Option<String>,
+}
+
+/// An actions run as listed by `/actions/runs` (lakefs-api.md §5.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRun {
+    pub run_id: String,
+    pub branch: String,
+    /// RFC 3339.
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub event_type: String,
+    /// `completed` or `failed`.
+    pub status: String,
+    /// Empty when a pre-hook aborted the operation.
+    pub commit_id: String,
+    pub hooks: Vec<HookRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub hook_run_id: String,
+    pub action: String,
+    pub hook_id: String,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    /// `completed`, `failed` or `skipped`.
+    pub status: String,
+    /// The hook log: request, response status and body.
+    pub output: String,
+}
+
+/// A blob just written by [`Store::write_blob`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Lowercase hex SHA-256: the blob's address.
+    pub id: String,
+    /// Lowercase hex MD5.
+    pub md5: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("repository not found")]
+    RepositoryNotFound,
+    #[error("branch '{0}' not found")]
+    BranchNotFound(String),
+    #[error("tag not found")]
+    TagNotFound,
+    /// An unknown ref expression or commit.
+    #[error("{0}: not found")]
+    RefNotFound(String),
+    #[error("not found")]
+    ObjectNotFound,
+    /// 409 "not unique": branch/tag/repository already exists.
+    #[error("{0}: not unique")]
+    AlreadyExists(String),
+    /// 409 "conflict found": e.g. a new branch named like an existing tag.
+    #[error("{0}: conflict found")]
+    NameConflict(String),
+    /// 400: invalid repository/branch/tag/path name or argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// 400: malformed ref expression, `$` where a commit is needed, bad parent number.
+    #[error("{0}")]
+    InvalidRef(String),
+    #[error("no changes")]
+    NoChanges,
+    #[error("uncommitted changes (dirty branch)")]
+    DirtyBranch,
+    /// 409 merge conflict; the conflicting paths, for logs and clients that want them.
+    #[error("conflict found")]
+    MergeConflict { paths: Vec<String> },
+    /// 412, e.g. `If-None-Match: *` on an existing path ("path already exists").
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 403 e.g. "cannot delete repository default branch", "read-only repository".
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Metadata store failure or corrupt record: 500.
+    #[error("metadata store: {0}")]
+    Internal(String),
+}
+
+/// Handle to the store; cheap to clone. Metadata methods are synchronous (redb); callers on an async runtime
+/// run the slow ones (commit, merge, diff, large listings) under `tokio::task::spawn_blocking`.
+#[derive(Clone)]
+pub struct Store {
+    // filled in by the implementation
+}
+
+#[allow(unused_variables)]
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir`; removes stale temp files.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        todo!()
+    }
+
+    // ---- blobs ----
+
+    /// Streams `body` into a new content-addressed blob (temp file, fsync, rename). Nothing refers to the blob
+    /// until an object entry is stored, so a failed or truncated body leaves no visible trace.
+    pub async fn write_blob<S>(&self, body: S) -> Result<BlobInfo, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin,
+    {
+        todo!()
+    }
+
+    /// Path of a blob file, for ranged reads. Never derived from user input other than a validated blob id.
+    pub fn blob_path(&self, blob: &str) -> PathBuf {
+        todo!()
+    }
+
+    /// A directory for the gateway's in-progress multipart uploads (part files, upload records).
+    pub fn multipart_dir(&self) -> PathBuf {
+        todo!()
+    }
+
+    // ---- repositories ----
+
+    /// Creates a repository with one commit "Repository created" on `default_branch`.
+    pub fn create_repository(
+        &self,
+        id: &str,
+        storage_namespace: &str,
+        default_branch: &str,
+    ) -> Result<Repository, StoreError> {
+        todo!()
+    }
+
+    pub fn get_repository(&self, id: &str) -> Result<Repository, StoreError> {
+        todo!()
+    }
+
+    pub fn list_repositories(&self, page: &PageRequest) -> Result<Page<Repository>, StoreError> {
+        todo!()
+    }
+
+    pub fn delete_repository(&self, id: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    // ---- branches and tags ----
+
+    /// Creates `name` at the commit `source` resolves to (a branch source: its head; staged changes are not
+    /// carried over; `branch$` is rejected). Returns the commit id.
+    pub fn create_branch(&self, repo: &str, name: &str, source: &str, hidden: bool) -> Result<CommitId, StoreError> {
+        todo!()
+    }
+
+    pub fn get_branch(&self, repo: &str, name: &str) -> Result<Branch, StoreError> {
+        todo!()
+    }
+
+    pub fn list_branches(&self, repo: &str, page: &PageRequest, show_hidden: bool) -> Result<Page<Branch>, StoreError> {
+        todo!()
+    }
+
+    /// Deletes a branch and its staging area; the default branch is refused (Forbidden).
+    pub fn delete_branch(&self, repo: &str, name: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    pub fn reset_branch(&self, repo: &str, branch: &str, kind: ResetKind) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    /// Moves the branch head to `ref_expr`'s commit; refuses a dirty branch.
+    pub fn hard_reset_branch(&self, repo: &str, branch: &str, ref_expr: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    /// Applies the inverse of `ref_expr`'s changes (relative to parent `parent_number`, 0 for a non-merge commit)
+    /// as a new commit; refuses a dirty branch.
+    pub fn revert(
+        &self,
+        repo: &str,
+        branch: &str,
+        ref_expr: &str,
+        parent_number: u32,
+        request: CommitRequest,
+    ) -> Result<Commit, StoreError> {
+        todo!()
+    }
+
+    pub fn create_tag(&self, repo: &str, id: &str, ref_expr: &str) -> Result<Tag, StoreError> {
+        todo!()
+    }
+
+    pub fn get_tag(&self, repo: &str, id: &str) -> Result<Tag, StoreError> {
+        todo!()
+    }
+
+    pub fn list_tags(&self, repo: &str, page: &PageRequest) -> Result<Page<Tag>, StoreError> {
+        todo!()
+    }
+
+    pub fn delete_tag(&self, repo: &str, id: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    // ---- refs and commits ----
+
+    /// Resolves a ref expression: full commit id, branch, tag, unique commit-id prefix, then `~N`, `^N`, `@`,
+    /// `$` modifiers.
+    pub fn resolve_ref(&self, repo: &str, ref_expr: &str) -> Result<RefView, StoreError> {
+        todo!()
+    }
+
+    /// `GET /commits/{ref}`: the commit a ref expression names (`branch$` rejected).
+    pub fn get_commit(&self, repo: &str, ref_expr: &str) -> Result<Commit, StoreError> {
+        todo!()
+    }
+
+    /// Commit history from `ref_expr`, newest first (by generation, then date), paged by commit id.
+    pub fn log(&self, repo: &str, ref_expr: &str, request: &LogRequest) -> Result<Page<Commit>, StoreError> {
+        todo!()
+    }
+
+    /// Commits the branch's staging area atomically. `NoChanges` when nothing differs from the head tree and
+    /// `allow_empty` is false.
+    pub fn commit(&self, repo: &str, branch: &str, request: CommitRequest) -> Result<Commit, StoreError> {
+        todo!()
+    }
+
+    // ---- objects ----
+
+    /// Stat through a ref view (plain branch includes staging). `ObjectNotFound` when absent.
+    pub fn stat_object(&self, repo: &str, ref_expr: &str, path: &str) -> Result<ObjectEntry, StoreError> {
+        todo!()
+    }
+
+    /// Lists objects under `page.prefix`, strictly after `page.after`, in byte order. With a delimiter, keys
+    /// with the delimiter after the prefix collapse into one `CommonPrefix` each (which is a valid `after`).
+    pub fn list_objects(
+        &self,
+        repo: &str,
+        ref_expr: &str,
+        page: &PageRequest,
+        delimiter: Option<&str>,
+    ) -> Result<Page<ListEntry>, StoreError> {
+        todo!()
+    }
+
+    /// Stages an object on a branch. With `if_none_match`, fails with `PreconditionFailed("path already
+    /// exists")` if the path exists on the branch (checked atomically with the write).
+    pub fn put_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        entry: ObjectEntry,
+        if_none_match: bool,
+    ) -> Result<ObjectEntry, StoreError> {
+        todo!()
+    }
+
+    /// Stages a delete: a tombstone when the path is in the head commit, else just unstages. Missing is Ok.
+    pub fn delete_object(&self, repo: &str, branch: &str, path: &str) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    /// Deletes many paths in one transaction; returns per-path errors (missing paths count as deleted).
+    pub fn delete_objects(
+        &self,
+        repo: &str,
+        branch: &str,
+        paths: &[String],
+    ) -> Result<Vec<(String, StoreError)>, StoreError> {
+        todo!()
+    }
+
+    // ---- diff and merge ----
+
+    /// The branch's uncommitted changes (staged entries identical to the head are not reported, nor tombstones
+    /// of never-committed keys).
+    pub fn diff_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        page: &PageRequest,
+        delimiter: Option<&str>,
+    ) -> Result<Page<DiffEntry>, StoreError> {
+        todo!()
+    }
+
+    /// Diff between two refs' commits (`right` may be `branch$` with `TwoDot` to include staged changes).
+    pub fn diff_refs(
+        &self,
+        repo: &str,
+        left: &str,
+        right: &str,
+        kind: DiffKind,
+        page: &PageRequest,
+        delimiter: Option<&str>,
+    ) -> Result<Page<DiffEntry>, StoreError> {
+        todo!()
+    }
+
+    pub fn merge_base(&self, repo: &str, source: &str, destination: &str) -> Result<MergeBase, StoreError> {
+        todo!()
+    }
+
+    /// Three-way merge of `source`'s commit into branch `destination`, atomically (lakefs-api.md §6 table).
+    /// Errors: `DirtyBranch`, `NoChanges`, `MergeConflict`.
+    pub fn merge(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        request: MergeRequest,
+    ) -> Result<Commit, StoreError> {
+        todo!()
+    }
+
+    // ---- action runs ----
+
+    pub fn record_action_run(&self, repo: &str, run: &ActionRun) -> Result<(), StoreError> {
+        todo!()
+    }
+
+    /// Runs newest first; filtered by branch and/or commit; paged by run id.
+    pub fn list_action_runs(
+        &self,
+        repo: &str,
+        branch: Option<&str>,
+        commit: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<ActionRun>, StoreError> {
+        todo!()
+    }
+
+    pub fn get_action_run(&self, repo: &str, run_id: &str) -> Result<ActionRun, StoreError> {
+        todo!()
+    }
+}
