@@ -17,7 +17,7 @@ use super::diff::ThreeWay;
 use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
 use super::refs::{self, RefTables};
 use super::repos::{require_branch, require_repository};
-use super::tree::{self, ViewCursor, ViewSource, EMPTY_TREE};
+use super::tree::{self, Record, ViewCursor, ViewSource, EMPTY_TREE};
 use super::{
     Commit, CommitId, CommitRequest, MergeBase, MergeRequest, MergeStrategy, ObjectEntry, ResetKind, Store, StoreError,
 };
@@ -66,7 +66,7 @@ fn three_way_records<T: Kv>(
     source_tree: &str,
     dest_tree: &str,
     strategy: MergeStrategy,
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<String>), StoreError> {
+) -> Result<(Vec<Record>, Vec<String>), StoreError> {
     let source_of = |id: &str| ViewSource {
         tree_id: id.to_string(),
         staging: None,

@@ -551,6 +551,12 @@ impl Store {
         self.put_object_impl(repo, branch, path, entry, if_none_match)
     }
 
+    /// Stages many objects in one transaction, without preconditions (bulk loads, imports, tests). Nothing is
+    /// written if any path is invalid.
+    pub fn put_objects(&self, repo: &str, branch: &str, objects: &[(String, ObjectEntry)]) -> Result<(), StoreError> {
+        self.put_objects_impl(repo, branch, objects)
+    }
+
     /// Stages a delete: a tombstone when the path is in the head commit, else just unstages. Missing is Ok.
     pub fn delete_object(&self, repo: &str, branch: &str, path: &str) -> Result<(), StoreError> {
         self.delete_object_impl(repo, branch, path)
