@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{now_unix, ApiError, ApiResult, AppState, JsonBody};
-use crate::server::auth::{constant_time_eq, DEFAULT_USER};
+use crate::server::auth::constant_time_eq;
 use crate::server::ServerState;
 
 /// Token lifetime, as lakeFS's default login token.
@@ -32,7 +32,7 @@ pub(super) fn routes() -> Router {
 /// The authenticated caller, available to handlers as a request extension.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
-    /// Every key belongs to the one user, [`DEFAULT_USER`].
+    /// Every key belongs to the one user, [`crate::server::auth::DEFAULT_USER`].
     pub access_key_id: String,
 }
 
