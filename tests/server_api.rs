@@ -492,6 +492,46 @@ async fn objects_upload_stat_list_and_ranges() {
         .unwrap();
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
 
+    // A body larger than any in-memory limit streams through, raw and as a multipart part.
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let stats = server.upload("objects", "main", "big/raw.bin", &big).await;
+    assert_eq!(stats["size_bytes"], big.len());
+    assert_eq!(stats["checksum"], md5_hex(&big).as_str());
+    let mut form = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"b\"\r\n\r\n")
+        .into_bytes();
+    form.extend_from_slice(&big);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = server
+        .req(
+            Method::POST,
+            "/repositories/objects/branches/main/objects?path=big/form.bin",
+        )
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["checksum"],
+        md5_hex(&big).as_str()
+    );
+    let part = server
+        .req(Method::GET, "/repositories/objects/refs/main/objects?path=big/form.bin")
+        .header("range", "bytes=5000000-5000009")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &big[5_000_000..5_000_010]);
+    let deleted = server
+        .json(
+            Method::POST,
+            "/repositories/objects/branches/main/objects/delete",
+            json!({"paths": ["big/raw.bin", "big/form.bin"]}),
+        )
+        .await;
+    assert_eq!(deleted.0, StatusCode::OK);
+
     // Listing: pages of two, then delimiter grouping.
     for name in ["a", "b", "c"] {
         server

@@ -50,6 +50,8 @@ const DEFAULT_PAGE: usize = 100;
 /// Answers one `/api/v1/...` request.
 pub async fn handle(state: Arc<ServerState>, mut request: Request) -> Response {
     let request_id = new_request_id();
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let caller = session::authenticate(&state, request.headers());
     let mut response = if caller.is_none() && needs_auth(request.method(), request.uri().path()) {
         ApiError::new(StatusCode::UNAUTHORIZED, "error authenticating request").into_response()
@@ -66,6 +68,14 @@ pub async fn handle(state: Arc<ServerState>, mut request: Request) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        request_id,
+        "api request"
+    );
     response
 }
 
