@@ -891,6 +891,44 @@ async fn webhooks_reject_and_accept() {
     let (_, ingest) = server.get("/repositories/hooks/branches/ingest").await;
     assert_eq!(payload["source_ref"], ingest["commit_id"]);
 
+    // The merge is computed before pre-merge hooks run: an empty or conflicting merge never calls the webhook.
+    server
+        .json(
+            Method::POST,
+            "/repositories/hooks/branches",
+            json!({"name": "mainline", "source": "ingest"}),
+        )
+        .await;
+    let calls = received.lock().unwrap().len();
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories/hooks/refs/ingest/merge/mainline",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("no changes"), "{body}");
+    for branch in ["ingest", "mainline"] {
+        server.upload("hooks", branch, "data.csv", branch.as_bytes()).await;
+        let (status, _) = server.commit("hooks", branch, branch).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories/hooks/refs/ingest/merge/mainline",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body, json!({"reference": ""}));
+    assert_eq!(
+        received.lock().unwrap().len(),
+        calls,
+        "no webhook call for a merge that cannot happen"
+    );
+
     // An unparsable action file is a server error, not a hook rejection.
     server
         .upload("hooks", "main", "_lakefs_actions/broken.yaml", b"name: [unclosed")

@@ -229,54 +229,77 @@ async fn load_actions(state: &ServerState, repository: &str, source_ref: &str) -
 
 // ---- running ----
 
-/// Runs the pre-hooks of `ctx`. `Ok(None)`: nothing matched. `Ok(Some(run))`: every hook passed; the caller
-/// sets `commit_id` and records the run with [`record_run`]. A failed run is recorded here and returned as
-/// [`HookError::Aborted`].
-pub async fn run_pre_hooks(state: &ServerState, ctx: &HookContext) -> Result<Option<ActionRun>, HookError> {
-    let actions = load_actions(state, &ctx.repository, &ctx.source_ref).await?;
-    let selected: Vec<(usize, &Action)> = actions
-        .iter()
+/// The actions of one event that matched its branch, loaded and validated but not yet run.
+#[derive(Debug)]
+pub struct PreparedRun {
+    context: HookContext,
+    actions: Vec<Action>,
+}
+
+/// Loads the action files of `ctx`'s source ref and keeps those matching its event and branch. `Ok(None)`:
+/// nothing to run (nothing will be recorded either).
+pub async fn prepare_pre_hooks(state: &ServerState, ctx: &HookContext) -> Result<Option<PreparedRun>, HookError> {
+    let actions: Vec<Action> = load_actions(state, &ctx.repository, &ctx.source_ref)
+        .await?
+        .into_iter()
         .filter(|a| a.matches(ctx.event, &ctx.branch))
-        .enumerate()
         .collect();
-    if selected.is_empty() {
-        return Ok(None);
+    Ok((!actions.is_empty()).then(|| PreparedRun {
+        context: ctx.clone(),
+        actions,
+    }))
+}
+
+/// Runs the pre-hooks of `ctx`: [`prepare_pre_hooks`] then [`PreparedRun::run`].
+pub async fn run_pre_hooks(state: &ServerState, ctx: &HookContext) -> Result<Option<ActionRun>, HookError> {
+    match prepare_pre_hooks(state, ctx).await? {
+        None => Ok(None),
+        Some(prepared) => prepared.run(state).await.map(Some),
     }
-    let run_id = new_run_id();
-    let start_time = rfc3339_now();
-    let outcomes = futures::future::join_all(
-        selected
-            .iter()
-            .map(|(index, action)| run_action(state, ctx, *index, action)),
-    )
-    .await;
-    let mut hooks = Vec::new();
-    let mut errors = Vec::new();
-    for outcome in outcomes {
-        hooks.extend(outcome.hooks);
-        errors.extend(outcome.errors);
+}
+
+impl PreparedRun {
+    /// Runs the matched actions. `Ok(run)`: every hook passed; the caller sets `commit_id` and records the run
+    /// with [`record_run`]. A failed run is recorded here and returned as [`HookError::Aborted`].
+    pub async fn run(self, state: &ServerState) -> Result<ActionRun, HookError> {
+        let ctx = &self.context;
+        let run_id = new_run_id();
+        let start_time = rfc3339_now();
+        let outcomes = futures::future::join_all(
+            self.actions
+                .iter()
+                .enumerate()
+                .map(|(index, action)| run_action(state, ctx, index, action)),
+        )
+        .await;
+        let mut hooks = Vec::new();
+        let mut errors = Vec::new();
+        for outcome in outcomes {
+            hooks.extend(outcome.hooks);
+            errors.extend(outcome.errors);
+        }
+        hooks.sort_by(|a, b| a.hook_run_id.cmp(&b.hook_run_id));
+        let run = ActionRun {
+            run_id: run_id.clone(),
+            branch: ctx.branch.clone(),
+            start_time,
+            end_time: Some(rfc3339_now()),
+            event_type: ctx.event.as_str().to_string(),
+            status: if errors.is_empty() { "completed" } else { "failed" }.to_string(),
+            commit_id: String::new(),
+            hooks,
+        };
+        if errors.is_empty() {
+            return Ok(run);
+        }
+        record_run(state, &ctx.repository, &run);
+        let message = format!(
+            "{} hook aborted, run id '{run_id}': {}",
+            ctx.event.as_str(),
+            multi_error(&errors)
+        );
+        Err(HookError::Aborted { run_id, message })
     }
-    hooks.sort_by(|a, b| a.hook_run_id.cmp(&b.hook_run_id));
-    let run = ActionRun {
-        run_id: run_id.clone(),
-        branch: ctx.branch.clone(),
-        start_time,
-        end_time: Some(rfc3339_now()),
-        event_type: ctx.event.as_str().to_string(),
-        status: if errors.is_empty() { "completed" } else { "failed" }.to_string(),
-        commit_id: String::new(),
-        hooks,
-    };
-    if errors.is_empty() {
-        return Ok(Some(run));
-    }
-    record_run(state, &ctx.repository, &run);
-    let message = format!(
-        "{} hook aborted, run id '{run_id}': {}",
-        ctx.event.as_str(),
-        multi_error(&errors)
-    );
-    Err(HookError::Aborted { run_id, message })
 }
 
 /// Stores a run; a failure is logged, not returned: the operation it describes has already happened.

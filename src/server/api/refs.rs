@@ -1,8 +1,10 @@
 //! Diff between refs, merge and merge base (lakefs-api.md §4.4, §5.3).
 //!
-//! Merge order of checks follows lakeFS: the destination must exist and be clean before the pre-merge hooks run
-//! (their source ref is the source *commit*, §8.2); a conflict answers 409 with the `MergeResult` body
-//! `{"reference": ""}` rather than an error body.
+//! Merge order of checks follows lakeFS: the destination must exist and be clean, and the merge must be possible
+//! (no unresolved conflict, something to merge) before the pre-merge hooks run - their source ref is the source
+//! *commit* (§8.2). The store's merge is one atomic transaction that cannot pause for a webhook, so when hooks
+//! are due the handler pre-computes conflicts from the three-dot diff, runs the hooks, then merges (which checks
+//! everything again). A conflict answers 409 with the `MergeResult` body `{"reference": ""}`, not an error body.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,9 @@ use serde_json::{json, Map, Value};
 
 use super::{blocking, committer, json_status, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::hooks::{self, EventType, HookContext, HookError};
-use crate::server::store::{DiffEntry, DiffKind, DiffType, MergeRequest, MergeStrategy, PageRequest, StoreError};
+use crate::server::store::{
+    Commit, DiffEntry, DiffKind, DiffType, MergeRequest, MergeStrategy, PageRequest, Store, StoreError, MAX_PAGE,
+};
 
 pub(super) fn routes() -> Router {
     Router::new()
@@ -116,13 +120,14 @@ async fn merge(
     JsonBody(body): JsonBody<Merge>,
 ) -> ApiResult {
     let strategy = parse_strategy(body.strategy.as_deref())?;
+    // lakeFS: `force` also lets a merge through that brings no changes.
+    let allow_empty = body.allow_empty || body.force;
     let message = body.message.filter(|m| !m.is_empty());
     let request = MergeRequest {
         message: message.clone(),
         metadata: body.metadata.unwrap_or_default(),
         strategy,
-        // lakeFS: `force` also lets a merge through that brings no changes.
-        allow_empty: body.allow_empty || body.force,
+        allow_empty,
         squash: body.squash_merge,
         committer: committer(),
     };
@@ -157,15 +162,33 @@ async fn merge(
         commit_metadata: request.metadata.clone(),
         merge_source: Some(source.clone()),
     };
-    let run = match hooks::run_pre_hooks(&state, &context).await {
-        Ok(run) => run,
-        Err(HookError::Aborted { message, .. }) => {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                format!("update branch {destination}: {message}"),
-            ))
+    let prepared = hooks::prepare_pre_hooks(&state, &context).await?;
+    let run = match prepared {
+        None => None,
+        Some(prepared) => {
+            // lakeFS computes the merge before running pre-merge hooks: a conflicting or empty merge never
+            // reaches a webhook.
+            let store = state.store.clone();
+            let (repo, dest, source_id) = (repository.clone(), destination.clone(), source_commit.id.clone());
+            let precheck = tokio::task::spawn_blocking(move || {
+                precheck_merge(&store, &repo, &source_id, &dest, strategy, allow_empty)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("merge task failed: {e}")))?;
+            if let Err(error) = precheck {
+                return merge_response(Err(error));
+            }
+            match prepared.run(&state).await {
+                Ok(run) => Some(run),
+                Err(HookError::Aborted { message, .. }) => {
+                    return Err(ApiError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        format!("update branch {destination}: {message}"),
+                    ))
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
-        Err(other) => return Err(other.into()),
     };
 
     let store = state.store.clone();
@@ -177,6 +200,11 @@ async fn merge(
         run.commit_id = result.as_ref().map(|c| c.id.clone()).unwrap_or_default();
         hooks::record_run(&state, &repository, &run);
     }
+    merge_response(result)
+}
+
+/// 200 `{"reference": id}`; a conflict is 409 with a `MergeResult` body, not an error body.
+fn merge_response(result: Result<Commit, StoreError>) -> ApiResult {
     match result {
         Ok(commit) => Ok(json_status(StatusCode::OK, json!({ "reference": commit.id }))),
         Err(StoreError::MergeConflict { paths }) => {
@@ -185,6 +213,50 @@ async fn merge(
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// What the merge would find before it writes anything: conflicts (unless a strategy resolves them) and an
+/// empty change set (unless allowed), read from the three-dot diff of the destination and the source commit.
+fn precheck_merge(
+    store: &Store,
+    repository: &str,
+    source_commit: &str,
+    destination: &str,
+    strategy: MergeStrategy,
+    allow_empty: bool,
+) -> Result<(), StoreError> {
+    let mut page = PageRequest {
+        prefix: String::new(),
+        after: String::new(),
+        amount: MAX_PAGE,
+    };
+    let mut any_change = false;
+    let mut conflicts = Vec::new();
+    loop {
+        let listed = store.diff_refs(repository, destination, source_commit, DiffKind::ThreeDot, &page, None)?;
+        any_change |= !listed.items.is_empty();
+        conflicts.extend(
+            listed
+                .items
+                .iter()
+                .filter(|d| d.kind == DiffType::Conflict)
+                .map(|d| d.path.clone()),
+        );
+        if strategy != MergeStrategy::Default && any_change {
+            break;
+        }
+        match listed.items.last() {
+            Some(last) if listed.has_more => page.after = last.path.clone(),
+            _ => break,
+        }
+    }
+    if strategy == MergeStrategy::Default && !conflicts.is_empty() {
+        return Err(StoreError::MergeConflict { paths: conflicts });
+    }
+    if !any_change && !allow_empty {
+        return Err(StoreError::NoChanges);
+    }
+    Ok(())
 }
 
 async fn merge_base(
