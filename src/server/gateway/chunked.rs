@@ -368,6 +368,55 @@ mod tests {
             .is_err());
     }
 
+    /// The example of the AWS "signature calculation for streaming uploads" page: 64 KiB + 1 KiB of `a`.
+    fn aws_example_body(second_chunk_signature: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            b"10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n",
+        );
+        body.extend_from_slice(&[b'a'; 65536]);
+        body.extend_from_slice(format!("\r\n400;chunk-signature={second_chunk_signature}\r\n").as_bytes());
+        body.extend_from_slice(&[b'a'; 1024]);
+        body.extend_from_slice(
+            b"\r\n0;chunk-signature=b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9\r\n\r\n",
+        );
+        body
+    }
+
+    fn aws_example_signer() -> ChunkSigner {
+        ChunkSigner::new(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "20130524T000000Z",
+            "20130524/us-east-1/s3/aws4_request",
+            "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9",
+        )
+    }
+
+    #[tokio::test]
+    async fn signed_chunks_verify_and_tampering_fails() {
+        let good = aws_example_body("0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
+        let pieces: Vec<Result<Bytes, io::Error>> =
+            good.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let report = BodyReport::default();
+        let decoded = collect(decode(
+            Box::pin(futures::stream::iter(pieces)),
+            ChunkMode::Signed(aws_example_signer()),
+            Some(66560),
+            report.clone(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(decoded, vec![b'a'; 66560]);
+        assert!(report.error().is_none());
+
+        let bad = aws_example_body("1055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
+        let report = BodyReport::default();
+        let stream: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from(bad))]));
+        let result = collect(decode(stream, ChunkMode::Signed(aws_example_signer()), None, report.clone())).await;
+        assert!(result.is_err());
+        assert_eq!(report.error().unwrap().code, S3ErrorCode::SignatureDoesNotMatch);
+    }
+
     #[tokio::test]
     async fn overlong_header_line_fails() {
         let long: &'static [u8] = Box::leak(vec![b'1'; MAX_LINE + 10].into_boxed_slice());

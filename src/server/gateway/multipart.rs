@@ -321,7 +321,7 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
             .map_ok(tokio_util::io::ReaderStream::new)
             .try_flatten(),
     );
-    let info = ctx.store().write_blob(data).await.map_err(|e| S3Error::from_write(e))?;
+    let info = ctx.store().write_blob(data).await.map_err(S3Error::from_write)?;
     if info.size != expected_size {
         return Err(S3Error::internal(format!(
             "multipart parts changed while completing: {} != {expected_size}",

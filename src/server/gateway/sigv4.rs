@@ -86,6 +86,17 @@ impl std::fmt::Debug for ChunkSigner {
 }
 
 impl ChunkSigner {
+    /// A signer for a request signed with `secret` at `datetime` (`yyyymmddThhmmssZ`) under `scope`
+    /// (`date/region/service/aws4_request`), whose own signature is `seed_signature`.
+    pub fn new(secret: &str, datetime: &str, scope: &str, seed_signature: &str) -> Self {
+        ChunkSigner {
+            signing_key: signing_key(secret, scope),
+            datetime: datetime.to_string(),
+            scope: scope.to_string(),
+            seed_signature: seed_signature.to_string(),
+        }
+    }
+
     /// Signature of one chunk whose data hashes to `chunk_sha256_hex`.
     pub fn chunk_signature(&self, previous: &str, chunk_sha256_hex: &str) -> String {
         let string_to_sign = format!(
@@ -383,10 +394,8 @@ fn verify_query_form(
     if (now - request_time).whole_seconds() > expires {
         return Err(S3Error::with_message(S3ErrorCode::AccessDenied, "Request has expired"));
     }
-    let content_sha256 = header_str(headers, "x-amz-content-sha256")
-        .or_else(|| get("X-Amz-Content-Sha256"))
-        .unwrap_or(UNSIGNED_PAYLOAD)
-        .to_string();
+    // Presigned URLs sign UNSIGNED-PAYLOAD unless the URL itself carries a payload hash.
+    let content_sha256 = get("X-Amz-Content-Sha256").unwrap_or(UNSIGNED_PAYLOAD).to_string();
     let query = canonical_query(uri.query().unwrap_or(""), true);
     let signing_key = signing_key(secret, &scope);
     check_signature(
