@@ -395,8 +395,7 @@ mod tests {
     #[tokio::test]
     async fn signed_chunks_verify_and_tampering_fails() {
         let good = aws_example_body("0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
-        let pieces: Vec<Result<Bytes, io::Error>> =
-            good.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let pieces: Vec<Result<Bytes, io::Error>> = good.chunks(1000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         let report = BodyReport::default();
         let decoded = collect(decode(
             Box::pin(futures::stream::iter(pieces)),
@@ -412,7 +411,13 @@ mod tests {
         let bad = aws_example_body("1055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
         let report = BodyReport::default();
         let stream: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from(bad))]));
-        let result = collect(decode(stream, ChunkMode::Signed(aws_example_signer()), None, report.clone())).await;
+        let result = collect(decode(
+            stream,
+            ChunkMode::Signed(aws_example_signer()),
+            None,
+            report.clone(),
+        ))
+        .await;
         assert!(result.is_err());
         assert_eq!(report.error().unwrap().code, S3ErrorCode::SignatureDoesNotMatch);
     }
