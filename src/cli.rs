@@ -12,7 +12,11 @@ use crate::server::auth::Credentials;
 use crate::server::ServerConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "lakefs-fuse", version, about = "Mount lakeFS repositories, branches, tags and commits as a filesystem")]
+#[command(
+    name = "lakefs-fuse",
+    version,
+    about = "Mount lakeFS repositories, branches, tags and commits as a filesystem"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,7 +40,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LAKEFS_FUSE_ACCESS_KEY_ID", requires = "secret_access_key")]
     pub access_key_id: Option<String>,
     /// Secret access key; prefer the environment variable so it does not show in `ps`.
-    #[arg(long, env = "LAKEFS_FUSE_SECRET_ACCESS_KEY", hide_env_values = true, requires = "access_key_id")]
+    #[arg(
+        long,
+        env = "LAKEFS_FUSE_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "access_key_id"
+    )]
     pub secret_access_key: Option<String>,
 }
 
@@ -79,7 +88,10 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEFS_FUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
