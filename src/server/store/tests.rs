@@ -464,3 +464,24 @@ fn action_runs_list_in_run_id_order_with_filters() {
         Err(StoreError::RepositoryNotFound)
     ));
 }
+
+#[test]
+fn settings_and_read_only_flag_persist_per_repository() {
+    let (_dir, store) = setup();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    store
+        .set_setting("repo", "branch_protection", Some(r#"[{"pattern":"main"}]"#))
+        .unwrap();
+    assert_eq!(
+        store.get_setting("repo", "branch_protection").unwrap().as_deref(),
+        Some(r#"[{"pattern":"main"}]"#)
+    );
+    store.set_setting("repo", "branch_protection", None).unwrap();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    assert!(store.set_repository_read_only("repo", true).unwrap().read_only);
+    assert!(store.get_repository("repo").unwrap().read_only);
+    assert!(matches!(
+        store.get_setting("nope", "x"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
