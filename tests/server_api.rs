@@ -937,3 +937,92 @@ async fn webhooks_reject_and_accept() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn revert_hard_reset_and_ref_expressions() {
+    let server = TestServer::start().await;
+    server.create_repo("undo").await;
+    server.upload("undo", "main", "f", b"v1").await;
+    let (_, first) = server.commit("undo", "main", "v1").await;
+    server.upload("undo", "main", "f", b"v2").await;
+    let (_, second) = server.commit("undo", "main", "v2").await;
+
+    let (status, parent) = server.get("/repositories/undo/commits/main~1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(parent["id"], first["id"]);
+    let (status, _) = server.get("/repositories/undo/commits/main$").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a staging ref is not a commit");
+    let (status, _) = server.get("/repositories/undo/commits/nosuchref").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let old = server
+        .req(Method::GET, "/repositories/undo/refs/main~1/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.bytes().await.unwrap().as_ref(), b"v1");
+
+    // Revert the last commit: f is back to v1 in a new commit.
+    let reverted = server
+        .req(Method::POST, "/repositories/undo/branches/main/revert")
+        .json(&json!({"ref": second["id"], "parent_number": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reverted.status(), StatusCode::NO_CONTENT);
+    let current = server
+        .req(Method::GET, "/repositories/undo/refs/main/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.bytes().await.unwrap().as_ref(), b"v1");
+    let (_, log) = server.get("/repositories/undo/refs/main/commits?amount=1").await;
+    assert_eq!(log["pagination"]["has_more"], true);
+    assert_ne!(log["results"][0]["id"], second["id"]);
+
+    // Hard reset refuses a dirty branch, then moves the head back.
+    server.upload("undo", "main", "g", b"staged").await;
+    let dirty = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .query(&[("ref", "main~2")]);
+    assert_eq!(dirty.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let reset = server
+        .req(Method::PUT, "/repositories/undo/branches/main")
+        .json(&json!({"type": "object", "path": "g"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let (_, diff) = server.get("/repositories/undo/branches/main/diff").await;
+    assert_eq!(diff["results"], json!([]));
+    let bad_type = server
+        .req(Method::PUT, "/repositories/undo/branches/main")
+        .json(&json!({"type": "everything"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_type.status(), StatusCode::BAD_REQUEST);
+    let missing_ref = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_ref.status(), StatusCode::BAD_REQUEST);
+    let hard = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .query(&[("ref", first["id"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hard.status(), StatusCode::NO_CONTENT);
+    let (_, main) = server.get("/repositories/undo/branches/main").await;
+    assert_eq!(main["commit_id"], first["id"]);
+
+    // Two-dot diff against `branch$` includes staged changes.
+    server.upload("undo", "main", "h", b"new").await;
+    let (status, diff) = server.get("/repositories/undo/refs/main/diff/main$?type=two_dot").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(diff["results"][0]["path"], "h");
+    let (status, _) = server.get("/repositories/undo/refs/main/diff/main?type=four_dot").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
