@@ -56,6 +56,11 @@ fn client(endpoint: &str, access_key_id: &str, secret: &str) -> Client {
 
 /// A server with repository [`REPO`] (branches `main` and `dev`) and a tag `v1` on main's first commit.
 async fn server() -> TestServer {
+    // `RUST_LOG=lakefs_fuse=debug` shows every S3 request and error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     {

@@ -42,7 +42,11 @@ pub fn is_gateway_request(state: &ServerState, request: &Request) -> bool {
     ) {
         return true;
     }
-    router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
+    let signed = router::is_signed(request.headers(), request.uri().query().unwrap_or(""));
+    if !signed {
+        tracing::debug!(uri = %request.uri(), headers = ?request.headers(), "not an S3 request");
+    }
+    signed
 }
 
 fn match_request_host(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> HostMatch {
@@ -164,7 +168,14 @@ async fn serve(state: Arc<ServerState>, request: Request) -> S3Result<Response> 
     let target = router::parse_target(parts.uri.path(), virtual_bucket.as_deref())?;
     let query = router::parse_query(parts.uri.query().unwrap_or(""));
     let operation = router::select_operation(&parts.method, &target, &query, &parts.headers);
-    tracing::debug!(?operation, method = %parts.method, uri = %parts.uri, akid = %verified.access_key_id, "s3 request");
+    tracing::debug!(
+        ?operation,
+        method = %parts.method,
+        uri = %parts.uri,
+        akid = %verified.access_key_id,
+        payload = ?verified.payload,
+        "s3 request"
+    );
     let ctx = Ctx {
         state,
         method: parts.method,
