@@ -43,11 +43,7 @@ pub fn is_gateway_request(state: &ServerState, request: &Request) -> bool {
     ) {
         return true;
     }
-    let signed = router::is_signed(request.headers(), request.uri().query().unwrap_or(""));
-    if !signed {
-        tracing::debug!(uri = %request.uri(), headers = ?request.headers(), "not an S3 request");
-    }
-    signed
+    router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
 }
 
 fn match_request_host(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> HostMatch {
