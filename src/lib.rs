@@ -6,3 +6,6 @@
 
 pub mod cli;
 pub mod server;
+pub mod lakefs;
+pub mod cache;
+pub mod fs;
