@@ -191,7 +191,7 @@ impl<L: LakeFs> ObjectReader<L> {
             if offset == state.next_offset {
                 if state.window == 0 {
                     state.window = self.tuning.initial_window;
-                } else if state.last_block.is_some_and(|b| first > b) {
+                } else if state.last_block.is_some_and(|b| last > b) {
                     state.window = (state.window.saturating_mul(2)).min(self.tuning.max_window);
                 }
             } else {
