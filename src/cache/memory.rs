@@ -25,7 +25,10 @@ pub struct MemoryBlockCache {
 impl MemoryBlockCache {
     pub fn new(max_bytes: u64) -> Self {
         Self {
-            inner: Mutex::new(Inner { blocks: LruCache::unbounded(), bytes: 0 }),
+            inner: Mutex::new(Inner {
+                blocks: LruCache::unbounded(),
+                bytes: 0,
+            }),
             max_bytes,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -84,7 +87,11 @@ mod tests {
     use super::*;
 
     fn key(index: u64) -> BlockKey {
-        BlockKey { checksum: "c".into(), object_size: 100, index }
+        BlockKey {
+            checksum: "c".into(),
+            object_size: 100,
+            index,
+        }
     }
 
     #[test]

@@ -10,7 +10,11 @@ pub enum Source {
     /// `lakefs://REPO`: one directory per branch.
     Repository { repo: String },
     /// `lakefs://REPO/REF[/PREFIX]`: one ref, optionally below a prefix. `prefix` is empty or ends in `/`.
-    Ref { repo: String, reference: String, prefix: String },
+    Ref {
+        repo: String,
+        reference: String,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,15 +29,22 @@ pub fn is_valid_repository_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     (3..=63).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 impl Source {
     /// Parse `lakefs://`, `lakefs://REPO`, `lakefs://REPO/REF` or `lakefs://REPO/REF/PREFIX`. Everything after
     /// the ref is the prefix, verbatim; a trailing `/` is added so it names a directory.
     pub fn parse(uri: &str) -> Result<Self, SourceError> {
-        let error = |reason| SourceError { uri: uri.to_string(), reason };
-        let rest = uri.strip_prefix("lakefs://").ok_or_else(|| error("must start with lakefs://"))?;
+        let error = |reason| SourceError {
+            uri: uri.to_string(),
+            reason,
+        };
+        let rest = uri
+            .strip_prefix("lakefs://")
+            .ok_or_else(|| error("must start with lakefs://"))?;
         if rest.is_empty() {
             return Ok(Self::Server);
         }
@@ -45,7 +56,9 @@ impl Source {
             return Err(error("user info is not allowed"));
         }
         if !is_valid_repository_id(repo) {
-            return Err(error("repository ids are 3-63 characters of a-z, 0-9 and '-', not starting with '-'"));
+            return Err(error(
+                "repository ids are 3-63 characters of a-z, 0-9 and '-', not starting with '-'",
+            ));
         }
         let repo = repo.to_string();
         let Some(after_repo) = after_repo.filter(|s| !s.is_empty()) else {
@@ -58,8 +71,16 @@ impl Source {
         if reference.is_empty() || reference.chars().any(char::is_whitespace) {
             return Err(error("the ref must be non-empty and contain no whitespace"));
         }
-        let prefix = if path.is_empty() || path.ends_with('/') { path.to_string() } else { format!("{path}/") };
-        Ok(Self::Ref { repo, reference: reference.to_string(), prefix })
+        let prefix = if path.is_empty() || path.ends_with('/') {
+            path.to_string()
+        } else {
+            format!("{path}/")
+        };
+        Ok(Self::Ref {
+            repo,
+            reference: reference.to_string(),
+            prefix,
+        })
     }
 }
 
@@ -115,25 +136,49 @@ mod tests {
     #[test]
     fn sources_parse_into_their_three_forms() {
         assert_eq!(Source::parse("lakefs://").unwrap(), Source::Server);
-        assert_eq!(Source::parse("lakefs://repo").unwrap(), Source::Repository { repo: "repo".into() });
-        assert_eq!(Source::parse("lakefs://repo/").unwrap(), Source::Repository { repo: "repo".into() });
+        assert_eq!(
+            Source::parse("lakefs://repo").unwrap(),
+            Source::Repository { repo: "repo".into() }
+        );
+        assert_eq!(
+            Source::parse("lakefs://repo/").unwrap(),
+            Source::Repository { repo: "repo".into() }
+        );
         assert_eq!(
             Source::parse("lakefs://repo/main").unwrap(),
-            Source::Ref { repo: "repo".into(), reference: "main".into(), prefix: String::new() }
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "main".into(),
+                prefix: String::new()
+            }
         );
         assert_eq!(
             Source::parse("lakefs://repo/main~1/data/raw").unwrap(),
-            Source::Ref { repo: "repo".into(), reference: "main~1".into(), prefix: "data/raw/".into() }
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "main~1".into(),
+                prefix: "data/raw/".into()
+            }
         );
         assert_eq!(
             Source::parse("lakefs://repo/v1/data/").unwrap(),
-            Source::Ref { repo: "repo".into(), reference: "v1".into(), prefix: "data/".into() }
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "v1".into(),
+                prefix: "data/".into()
+            }
         );
     }
 
     #[test]
     fn bad_sources_are_rejected() {
-        for uri in ["s3://repo", "lakefs://Repo", "lakefs://ab", "lakefs://user@repo/main", "lakefs://-repo"] {
+        for uri in [
+            "s3://repo",
+            "lakefs://Repo",
+            "lakefs://ab",
+            "lakefs://user@repo/main",
+            "lakefs://-repo",
+        ] {
             assert!(Source::parse(uri).is_err(), "{uri}");
         }
     }

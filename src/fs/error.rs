@@ -75,7 +75,12 @@ impl std::error::Error for FsError {
 
 impl FsError {
     fn new(errno: i32, level: ErrorLevel, message: impl Into<String>) -> Self {
-        Self { errno, message: message.into(), source: None, level }
+        Self {
+            errno,
+            message: message.into(),
+            source: None,
+            level,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -113,7 +118,12 @@ impl FsError {
             LakeFsError::NotFound(_) => ErrorLevel::Debug,
             _ => ErrorLevel::Warn,
         };
-        Self { errno: err.to_errno(), message: context.into(), source: Some(err), level }
+        Self {
+            errno: err.to_errno(),
+            message: context.into(),
+            source: Some(err),
+            level,
+        }
     }
 }
 
@@ -155,12 +165,21 @@ mod tests {
         assert_eq!(FsError::stale("x").errno, libc::ESTALE);
         assert_eq!(FsError::io("x").errno, libc::EIO);
         assert_eq!(FsError::not_found("x").level, ErrorLevel::Debug);
-        assert_eq!(FsError::lakefs("x", LakeFsError::Timeout(String::new())).level, ErrorLevel::Warn);
+        assert_eq!(
+            FsError::lakefs("x", LakeFsError::Timeout(String::new())).level,
+            ErrorLevel::Warn
+        );
     }
 
     #[test]
     fn display_keeps_the_server_message() {
-        let err = FsError::lakefs("reading a/b", LakeFsError::Forbidden("cannot write to protected branch".into()));
-        assert_eq!(err.to_string(), "reading a/b: forbidden: cannot write to protected branch");
+        let err = FsError::lakefs(
+            "reading a/b",
+            LakeFsError::Forbidden("cannot write to protected branch".into()),
+        );
+        assert_eq!(
+            err.to_string(),
+            "reading a/b: forbidden: cannot write to protected branch"
+        );
     }
 }

@@ -100,19 +100,37 @@ pub enum NodeKind {
     /// One directory per branch of `repo`.
     Repository { repo: String },
     /// A directory of objects: the keys under `prefix` (empty or ending in `/`) at `location`.
-    Directory { location: Arc<RefLocation>, prefix: String, ref_root: bool },
+    Directory {
+        location: Arc<RefLocation>,
+        prefix: String,
+        ref_root: bool,
+    },
     /// An object, identified by its key and content checksum.
-    File { location: Arc<RefLocation>, key: String, checksum: String },
+    File {
+        location: Arc<RefLocation>,
+        key: String,
+        checksum: String,
+    },
     /// An object carrying `::lakefs::symlink-target`.
-    Symlink { location: Arc<RefLocation>, key: String, target: String },
+    Symlink {
+        location: Arc<RefLocation>,
+        key: String,
+        target: String,
+    },
     /// `.lakefs/` of a ref root.
     ControlDir { location: Arc<RefLocation> },
-    ControlFile { location: Arc<RefLocation>, file: ControlFile },
+    ControlFile {
+        location: Arc<RefLocation>,
+        file: ControlFile,
+    },
 }
 
 impl NodeKind {
     pub fn is_dir(&self) -> bool {
-        matches!(self, Self::Server | Self::Repository { .. } | Self::Directory { .. } | Self::ControlDir { .. })
+        matches!(
+            self,
+            Self::Server | Self::Repository { .. } | Self::Directory { .. } | Self::ControlDir { .. }
+        )
     }
 
     pub fn location(&self) -> Option<&Arc<RefLocation>> {
@@ -190,11 +208,21 @@ impl InodeTable {
             parent: InodeNo::ROOT,
             name: String::new(),
             kind: root,
-            state: Mutex::new(InodeState { object: None, validity: Validity::Forever, lookup_count: 1 }),
+            state: Mutex::new(InodeState {
+                object: None,
+                validity: Validity::Forever,
+                lookup_count: 1,
+            }),
         });
         let mut inodes = HashMap::new();
         inodes.insert(InodeNo::ROOT, root);
-        Self { inner: Mutex::new(TableInner { next: 2, inodes, names: HashMap::new() }) }
+        Self {
+            inner: Mutex::new(TableInner {
+                next: 2,
+                inodes,
+                names: HashMap::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, TableInner> {
@@ -240,7 +268,11 @@ impl InodeTable {
             parent,
             name: name.to_string(),
             kind,
-            state: Mutex::new(InodeState { object, validity, lookup_count: 0 }),
+            state: Mutex::new(InodeState {
+                object,
+                validity,
+                lookup_count: 0,
+            }),
         });
         inner.inodes.insert(ino, inode.clone());
         // A replaced inode keeps its number until forgotten, but no longer answers to the name.
@@ -266,7 +298,12 @@ impl InodeTable {
 
     /// Names currently bound in `parent`.
     pub fn children_names(&self, parent: InodeNo) -> Vec<String> {
-        self.lock().names.keys().filter(|(p, _)| *p == parent).map(|(_, name)| name.clone()).collect()
+        self.lock()
+            .names
+            .keys()
+            .filter(|(p, _)| *p == parent)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     /// The kernel now holds one more reference to `ino`.
@@ -313,11 +350,19 @@ mod tests {
     use super::*;
 
     fn location() -> Arc<RefLocation> {
-        Arc::new(RefLocation { repo: "r".into(), name: "main".into(), target: RefTarget::Branch("main".into()) })
+        Arc::new(RefLocation {
+            repo: "r".into(),
+            name: "main".into(),
+            target: RefTarget::Branch("main".into()),
+        })
     }
 
     fn file(checksum: &str) -> NodeKind {
-        NodeKind::File { location: location(), key: "f".into(), checksum: checksum.into() }
+        NodeKind::File {
+            location: location(),
+            key: "f".into(),
+            checksum: checksum.into(),
+        }
     }
 
     #[test]
@@ -336,7 +381,11 @@ mod tests {
         assert!(table.get(a.ino).is_some());
         table.forget(a.ino, 1);
         assert!(table.get(a.ino).is_none());
-        assert_eq!(table.child(InodeNo::ROOT, "f").unwrap().ino, changed.ino, "forget must not unbind the new inode");
+        assert_eq!(
+            table.child(InodeNo::ROOT, "f").unwrap().ino,
+            changed.ino,
+            "forget must not unbind the new inode"
+        );
     }
 
     #[test]

@@ -44,9 +44,7 @@ pub use self::inode::InodeNo;
 pub use self::readdir::{DirEntry, DirectoryReplier};
 
 use self::attr::{directory_attr, object_attr};
-use self::inode::{
-    ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR,
-};
+use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
 use self::readdir::{Child, ChildrenBuilder, DirHandle};
@@ -102,7 +100,9 @@ pub struct Filesystem<L: LakeFs> {
 
 impl<L: LakeFs> std::fmt::Debug for Filesystem<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Filesystem").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Filesystem")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,19 +142,37 @@ impl<L: LakeFs> Filesystem<L> {
     pub async fn new(client: Arc<L>, source: Source, config: FsConfig) -> FsResult<Self> {
         let (root, root_location) = match &source {
             Source::Server => {
-                client.list_repositories("").await.map_err(|e| FsError::lakefs("listing repositories", e))?;
+                client
+                    .list_repositories("")
+                    .await
+                    .map_err(|e| FsError::lakefs("listing repositories", e))?;
                 (NodeKind::Server, None)
             }
             Source::Repository { repo } => {
-                client.get_repository(repo).await.map_err(|e| FsError::lakefs(format!("repository {repo}"), e))?;
+                client
+                    .get_repository(repo)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("repository {repo}"), e))?;
                 (NodeKind::Repository { repo: repo.clone() }, None)
             }
-            Source::Ref { repo, reference, prefix } => {
+            Source::Ref {
+                repo,
+                reference,
+                prefix,
+            } => {
                 let target = resolve_ref(&*client, repo, reference)
                     .await
                     .map_err(|e| FsError::lakefs(format!("ref {reference} in repository {repo}"), e))?;
-                let location = Arc::new(RefLocation { repo: repo.clone(), name: reference.clone(), target });
-                let root = NodeKind::Directory { location: location.clone(), prefix: prefix.clone(), ref_root: true };
+                let location = Arc::new(RefLocation {
+                    repo: repo.clone(),
+                    name: reference.clone(),
+                    target,
+                });
+                let root = NodeKind::Directory {
+                    location: location.clone(),
+                    prefix: prefix.clone(),
+                    ref_root: true,
+                };
                 (root, Some(location))
             }
         };
@@ -206,7 +224,9 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     fn inode(&self, ino: InodeNo) -> FsResult<Arc<Inode>> {
-        self.table.get(ino).ok_or_else(|| FsError::not_found(format!("unknown inode {ino}")))
+        self.table
+            .get(ino)
+            .ok_or_else(|| FsError::not_found(format!("unknown inode {ino}")))
     }
 
     fn attr_of(&self, inode: &Inode) -> Attr {
@@ -236,7 +256,10 @@ impl<L: LakeFs> Filesystem<L> {
             NodeKind::ControlFile { .. } => Duration::ZERO,
             _ => self.kernel_ttl(validity),
         };
-        Entry { attr: self.attr_of(inode), ttl }
+        Entry {
+            attr: self.attr_of(inode),
+            ttl,
+        }
     }
 
     fn negative_hit(&self, parent: InodeNo, name: &str) -> bool {
@@ -296,7 +319,10 @@ impl<L: LakeFs> Filesystem<L> {
                 if !config::is_valid_repository_id(name) {
                     return Err(FsError::not_found(format!("{name} is not a repository id")));
                 }
-                self.client.get_repository(name).await.map_err(|e| FsError::lakefs(format!("repository {name}"), e))?;
+                self.client
+                    .get_repository(name)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("repository {name}"), e))?;
                 let kind = NodeKind::Repository { repo: name.to_string() };
                 Ok(self.table.upsert(dir.ino, name, kind, None, self.validity(None)))
             }
@@ -305,26 +331,45 @@ impl<L: LakeFs> Filesystem<L> {
                     .await
                     .map_err(|e| FsError::lakefs(format!("ref {name} in {repo}"), e))?;
                 // The binding of a full commit id never changes; a tag or expression may move, so re-resolve it.
-                let validity = if is_full_commit_id(name) { Validity::Forever } else { self.validity(None) };
-                let location = Arc::new(RefLocation { repo: repo.clone(), name: name.to_string(), target });
-                let kind = NodeKind::Directory { location, prefix: String::new(), ref_root: true };
+                let validity = if is_full_commit_id(name) {
+                    Validity::Forever
+                } else {
+                    self.validity(None)
+                };
+                let location = Arc::new(RefLocation {
+                    repo: repo.clone(),
+                    name: name.to_string(),
+                    target,
+                });
+                let kind = NodeKind::Directory {
+                    location,
+                    prefix: String::new(),
+                    ref_root: true,
+                };
                 Ok(self.table.upsert(dir.ino, name, kind, None, validity))
             }
             NodeKind::Directory { location, ref_root, .. } if *ref_root && name == CONTROL_DIR => {
-                let kind = NodeKind::ControlDir { location: location.clone() };
+                let kind = NodeKind::ControlDir {
+                    location: location.clone(),
+                };
                 Ok(self.table.upsert(dir.ino, name, kind, None, Validity::Forever))
             }
-            NodeKind::Directory { location, prefix, .. } => self.resolve_object_child(dir, location, prefix, name).await,
+            NodeKind::Directory { location, prefix, .. } => {
+                self.resolve_object_child(dir, location, prefix, name).await
+            }
             NodeKind::ControlDir { location } => match ControlFile::from_name(name) {
                 Some(file) => {
-                    let kind = NodeKind::ControlFile { location: location.clone(), file };
+                    let kind = NodeKind::ControlFile {
+                        location: location.clone(),
+                        file,
+                    };
                     Ok(self.table.upsert(dir.ino, name, kind, None, Validity::Forever))
                 }
                 None => Err(FsError::not_found(format!("no control file {name}"))),
             },
-            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => {
-                Err(FsError::not_a_directory(format!("inode {} is not a directory", dir.ino)))
-            }
+            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => Err(
+                FsError::not_a_directory(format!("inode {} is not a directory", dir.ino)),
+            ),
         }
     }
 
@@ -340,7 +385,12 @@ impl<L: LakeFs> Filesystem<L> {
         let key = format!("{prefix}{name}");
         let read_ref = location.read_ref();
         let sub_prefix = format!("{key}/");
-        let list = ListRequest { prefix: sub_prefix.clone(), after: String::new(), delimited: true, amount: 1 };
+        let list = ListRequest {
+            prefix: sub_prefix.clone(),
+            after: String::new(),
+            delimited: true,
+            amount: 1,
+        };
         let (stat, listing) = futures::join!(
             self.client.stat_object(&location.repo, read_ref, &key),
             self.client.list_objects(&location.repo, read_ref, &list)
@@ -348,7 +398,11 @@ impl<L: LakeFs> Filesystem<L> {
         let validity = self.validity(Some(location));
         let listing = listing.map_err(|e| FsError::lakefs(format!("listing {sub_prefix}"), e))?;
         if !listing.items.is_empty() {
-            let kind = NodeKind::Directory { location: location.clone(), prefix: sub_prefix, ref_root: false };
+            let kind = NodeKind::Directory {
+                location: location.clone(),
+                prefix: sub_prefix,
+                ref_root: false,
+            };
             return Ok(self.table.upsert(dir.ino, name, kind, None, validity));
         }
         let object = stat.map_err(|e| FsError::lakefs(format!("{key} on {}", location.name), e))?;
@@ -364,9 +418,11 @@ impl<L: LakeFs> Filesystem<L> {
         validity: Validity,
     ) -> Arc<Inode> {
         let kind = match object.metadata.get(META_SYMLINK_TARGET) {
-            Some(target) => {
-                NodeKind::Symlink { location: location.clone(), key: object.path.clone(), target: target.clone() }
-            }
+            Some(target) => NodeKind::Symlink {
+                location: location.clone(),
+                key: object.path.clone(),
+                target: target.clone(),
+            },
             None => NodeKind::File {
                 location: location.clone(),
                 key: object.path.clone(),
@@ -400,7 +456,10 @@ impl<L: LakeFs> Filesystem<L> {
                 Ok(self.entry_of(&inode))
             }
             // Changed or gone: this inode shows what it always showed; a fresh lookup finds the new version.
-            Ok(_) | Err(LakeFsError::NotFound(_)) => Ok(Entry { ttl: Duration::ZERO, ..self.entry_of(&inode) }),
+            Ok(_) | Err(LakeFsError::NotFound(_)) => Ok(Entry {
+                ttl: Duration::ZERO,
+                ..self.entry_of(&inode)
+            }),
             Err(err) => Err(FsError::lakefs(format!("stat {key}"), err)),
         }
     }
@@ -444,9 +503,15 @@ impl<L: LakeFs> Filesystem<L> {
         plus: bool,
         replier: &mut impl DirectoryReplier,
     ) -> FsResult<()> {
-        let handle = lock(&self.dirs).get(&fh).cloned().ok_or_else(|| FsError::bad_handle(format!("dir handle {fh}")))?;
+        let handle = lock(&self.dirs)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(format!("dir handle {fh}")))?;
         if handle.ino != ino {
-            return Err(FsError::bad_handle(format!("dir handle {fh} belongs to inode {}", handle.ino)));
+            return Err(FsError::bad_handle(format!(
+                "dir handle {fh} belongs to inode {}",
+                handle.ino
+            )));
         }
         if handle.needs_snapshot(offset) {
             let dir = self.inode(ino)?;
@@ -468,13 +533,26 @@ impl<L: LakeFs> Filesystem<L> {
     async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<DirEntry>> {
         let parent = self.table.get(dir.parent).unwrap_or_else(|| dir.clone());
         let mut entries = vec![
-            DirEntry { ino: dir.ino, name: ".".into(), attr: self.attr_of(dir), ttl: Duration::ZERO, offset: 0 },
-            DirEntry { ino: parent.ino, name: "..".into(), attr: self.attr_of(&parent), ttl: Duration::ZERO, offset: 0 },
+            DirEntry {
+                ino: dir.ino,
+                name: ".".into(),
+                attr: self.attr_of(dir),
+                ttl: Duration::ZERO,
+                offset: 0,
+            },
+            DirEntry {
+                ino: parent.ino,
+                name: "..".into(),
+                attr: self.attr_of(&parent),
+                ttl: Duration::ZERO,
+                offset: 0,
+            },
         ];
         let children = self.list_children(dir).await?;
         let listed: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
         for name in self.table.children_names(dir.ino) {
-            let synthetic = name == CONTROL_DIR || matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
+            let synthetic =
+                name == CONTROL_DIR || matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
             // Gone from the server. Pinned refs under a repository are never listed, only looked up.
             if !listed.contains(name.as_str()) && !synthetic {
                 self.table.unbind(dir.ino, &name);
@@ -488,7 +566,13 @@ impl<L: LakeFs> Filesystem<L> {
         }
         for child in children {
             let entry = self.entry_of(&child);
-            entries.push(DirEntry { ino: child.ino, name: child.name.clone(), attr: entry.attr, ttl: entry.ttl, offset: 0 });
+            entries.push(DirEntry {
+                ino: child.ino,
+                name: child.name.clone(),
+                attr: entry.attr,
+                ttl: entry.ttl,
+                offset: 0,
+            });
         }
         Ok(entries)
     }
@@ -499,8 +583,11 @@ impl<L: LakeFs> Filesystem<L> {
             NodeKind::Server => {
                 let mut after = String::new();
                 loop {
-                    let page =
-                        self.client.list_repositories(&after).await.map_err(|e| FsError::lakefs("listing repositories", e))?;
+                    let page = self
+                        .client
+                        .list_repositories(&after)
+                        .await
+                        .map_err(|e| FsError::lakefs("listing repositories", e))?;
                     for repo in page.items {
                         let kind = NodeKind::Repository { repo: repo.id.clone() };
                         out.push(self.table.upsert(dir.ino, &repo.id, kind, None, self.validity(None)));
@@ -528,7 +615,11 @@ impl<L: LakeFs> Filesystem<L> {
                             name: branch.id.clone(),
                             target: RefTarget::Branch(branch.id.clone()),
                         });
-                        let kind = NodeKind::Directory { location, prefix: String::new(), ref_root: true };
+                        let kind = NodeKind::Directory {
+                            location,
+                            prefix: String::new(),
+                            ref_root: true,
+                        };
                         out.push(self.table.upsert(dir.ino, &branch.id, kind, None, self.validity(None)));
                     }
                     match page.next_after {
@@ -537,10 +628,18 @@ impl<L: LakeFs> Filesystem<L> {
                     }
                 }
             }
-            NodeKind::Directory { location, prefix, ref_root } => {
+            NodeKind::Directory {
+                location,
+                prefix,
+                ref_root,
+            } => {
                 let mut builder = ChildrenBuilder::new(prefix);
-                let mut request =
-                    ListRequest { prefix: prefix.clone(), after: String::new(), delimited: true, amount: crate::lakefs::MAX_PAGE };
+                let mut request = ListRequest {
+                    prefix: prefix.clone(),
+                    after: String::new(),
+                    delimited: true,
+                    amount: crate::lakefs::MAX_PAGE,
+                };
                 loop {
                     let page = self
                         .client
@@ -558,7 +657,11 @@ impl<L: LakeFs> Filesystem<L> {
                 let validity = self.validity(Some(location));
                 for (name, child) in builder.finish() {
                     if *ref_root && name == CONTROL_DIR {
-                        tracing::warn!(repo = location.repo, reference = location.name, "key {prefix}{name} is shadowed by the control directory");
+                        tracing::warn!(
+                            repo = location.repo,
+                            reference = location.name,
+                            "key {prefix}{name} is shadowed by the control directory"
+                        );
                         continue;
                     }
                     let inode = match child {
@@ -577,12 +680,18 @@ impl<L: LakeFs> Filesystem<L> {
             }
             NodeKind::ControlDir { location } => {
                 for file in ControlFile::ALL {
-                    let kind = NodeKind::ControlFile { location: location.clone(), file };
+                    let kind = NodeKind::ControlFile {
+                        location: location.clone(),
+                        file,
+                    };
                     out.push(self.table.upsert(dir.ino, file.name(), kind, None, Validity::Forever));
                 }
             }
             NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => {
-                return Err(FsError::not_a_directory(format!("inode {} is not a directory", dir.ino)));
+                return Err(FsError::not_a_directory(format!(
+                    "inode {} is not a directory",
+                    dir.ino
+                )));
             }
         }
         Ok(out)
@@ -594,18 +703,15 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::is_a_directory(format!("inode {ino} is a directory")));
         }
         if mode.write || mode.truncate {
-            let message = match inode.kind.location() {
-                Some(location) if location.is_immutable() => {
-                    format!("{} in {} is a pinned commit and read-only", location.name, location.repo)
-                }
-                _ if self.config.read_only => "the mount is read-only".to_string(),
-                _ => "writing through the mount is not supported yet".to_string(),
-            };
-            return Err(FsError::read_only(message));
+            return Err(self.write_refusal(&inode, "open for writing"));
         }
         let fh = self.new_handle();
         let (file, opened) = match &inode.kind {
-            NodeKind::File { location, key, checksum } => {
+            NodeKind::File {
+                location,
+                key,
+                checksum,
+            } => {
                 let size = inode.state().object.as_ref().map_or(0, |o| o.size);
                 let version = ObjectVersion {
                     repo: location.repo.clone(),
@@ -620,11 +726,25 @@ impl<L: LakeFs> Filesystem<L> {
                     max_window: self.config.max_read_window,
                 };
                 let reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
-                (OpenFile::Object(reader), Opened { fh, direct_io: false, keep_cache: true })
+                (
+                    OpenFile::Object(reader),
+                    Opened {
+                        fh,
+                        direct_io: false,
+                        keep_cache: true,
+                    },
+                )
             }
             NodeKind::ControlFile { location, file } => {
                 let content = self.control_content(location, *file).await?;
-                (OpenFile::Control(content), Opened { fh, direct_io: true, keep_cache: false })
+                (
+                    OpenFile::Control(content),
+                    Opened {
+                        fh,
+                        direct_io: true,
+                        keep_cache: false,
+                    },
+                )
             }
             _ => return Err(FsError::invalid(format!("inode {ino} cannot be opened"))),
         };
@@ -632,8 +752,34 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(opened)
     }
 
+    /// The error for a modification of (or inside) `ino`. Writes are not implemented yet, so every ref refuses
+    /// them; a pinned ref and a `read_only` mount say why.
+    pub fn refuse_write(&self, ino: InodeNo, operation: &str) -> FsError {
+        match self.inode(ino) {
+            Ok(inode) => self.write_refusal(&inode, operation),
+            Err(err) => err,
+        }
+    }
+
+    fn write_refusal(&self, inode: &Inode, operation: &str) -> FsError {
+        let why = match inode.kind.location() {
+            Some(location) if location.is_immutable() => {
+                format!(
+                    "{} in {} is pinned to a commit and read-only",
+                    location.name, location.repo
+                )
+            }
+            _ if self.config.read_only => "the mount is read-only".to_string(),
+            _ => "writing through the mount is not supported yet".to_string(),
+        };
+        FsError::read_only(format!("{operation}: {why}"))
+    }
+
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let file = lock(&self.files).get(&fh).cloned().ok_or_else(|| FsError::bad_handle(format!("file handle {fh}")))?;
+        let file = lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(format!("file handle {fh}")))?;
         match &*file {
             OpenFile::Object(reader) => reader.read(offset, size).await,
             OpenFile::Control(content) => {

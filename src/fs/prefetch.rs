@@ -75,7 +75,9 @@ pub struct ObjectReader<L: LakeFs> {
 
 impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectReader").field("object", &self.object).finish_non_exhaustive()
+        f.debug_struct("ObjectReader")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +92,10 @@ fn normalize_etag(etag: &str) -> &str {
 
 impl<L: LakeFs> ObjectReader<L> {
     pub fn new(client: Arc<L>, cache: Arc<MemoryBlockCache>, object: ObjectVersion, tuning: ReadTuning) -> Self {
-        let tuning = ReadTuning { block_size: tuning.block_size.max(4096), ..tuning };
+        let tuning = ReadTuning {
+            block_size: tuning.block_size.max(4096),
+            ..tuning
+        };
         Self {
             client,
             cache,
@@ -111,7 +116,11 @@ impl<L: LakeFs> ObjectReader<L> {
     }
 
     fn key(&self, index: u64) -> BlockKey {
-        BlockKey { checksum: self.object.checksum.clone(), object_size: self.object.size, index }
+        BlockKey {
+            checksum: self.object.checksum.clone(),
+            object_size: self.object.size,
+            index,
+        }
     }
 
     fn block_range(&self, index: u64) -> Range<u64> {
@@ -199,8 +208,12 @@ impl<L: LakeFs> ObjectReader<L> {
             }
             // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
             let window_end_block = (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
-            let stale: Vec<u64> =
-                state.in_flight.keys().copied().filter(|b| *b < first || *b > window_end_block.max(last)).collect();
+            let stale: Vec<u64> = state
+                .in_flight
+                .keys()
+                .copied()
+                .filter(|b| *b < first || *b > window_end_block.max(last))
+                .collect();
             for index in stale {
                 if let Some(entry) = state.in_flight.remove(&index) {
                     entry.abort.abort();
@@ -279,7 +292,11 @@ mod tests {
     }
 
     fn tuning() -> ReadTuning {
-        ReadTuning { block_size: 4 * KIB, initial_window: 8 * KIB, max_window: 32 * KIB }
+        ReadTuning {
+            block_size: 4 * KIB,
+            initial_window: 8 * KIB,
+            max_window: 32 * KIB,
+        }
     }
 
     #[tokio::test]
@@ -297,7 +314,10 @@ mod tests {
             windows.push(reader.window());
         }
         assert_eq!(got, data);
-        assert!(windows.windows(2).all(|w| w[1] >= w[0]), "window never shrinks while sequential: {windows:?}");
+        assert!(
+            windows.windows(2).all(|w| w[1] >= w[0]),
+            "window never shrinks while sequential: {windows:?}"
+        );
         assert_eq!(*windows.last().unwrap(), 32 * KIB);
         // Every block fetched exactly once.
         assert_eq!(mock.requests("get_object_range"), 50);
@@ -313,7 +333,11 @@ mod tests {
         let chunk = reader.read(300 * KIB + 10, 100).await.unwrap();
         assert_eq!(&chunk[..], &data[(300 * KIB + 10) as usize..(300 * KIB + 110) as usize]);
         assert_eq!(reader.window(), 0);
-        assert_eq!(reader.fetches(), before + 1, "a random read fetches only the block it needs");
+        assert_eq!(
+            reader.fetches(),
+            before + 1,
+            "a random read fetches only the block it needs"
+        );
         let chunk = reader.read(100 * KIB, 10).await.unwrap();
         assert_eq!(&chunk[..], &data[(100 * KIB) as usize..(100 * KIB + 10) as usize]);
         assert_eq!(reader.fetches(), before + 2);
@@ -337,7 +361,8 @@ mod tests {
     #[tokio::test]
     async fn an_object_replaced_while_open_reads_as_stale() {
         let (mock, cache, object, _) = setup(10 * KIB as usize);
-        mock.put_object("repo", "main", "big", vec![1u8; 10 * KIB as usize]).unwrap();
+        mock.put_object("repo", "main", "big", vec![1u8; 10 * KIB as usize])
+            .unwrap();
         let reader = ObjectReader::new(mock, cache, object, tuning());
         let err = reader.read(0, 100).await.unwrap_err();
         assert_eq!(err.errno, libc::ESTALE);

@@ -60,13 +60,20 @@ pub struct ChildrenBuilder {
 
 impl ChildrenBuilder {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_string(), children: BTreeMap::new() }
+        Self {
+            prefix: prefix.to_string(),
+            children: BTreeMap::new(),
+        }
     }
 
     pub fn push(&mut self, entry: ListEntry) {
         let path = entry.path().to_string();
         let Some(rest) = path.strip_prefix(&self.prefix) else {
-            tracing::warn!(path, prefix = self.prefix, "listing returned a key outside the prefix; ignored");
+            tracing::warn!(
+                path,
+                prefix = self.prefix,
+                "listing returned a key outside the prefix; ignored"
+            );
             return;
         };
         let (name, child) = match entry {
@@ -88,7 +95,10 @@ impl ChildrenBuilder {
                 tracing::warn!(key = path, "hiding an object that is also a directory prefix");
             }
             (Some(Child::Object(_)), Child::Directory) => {
-                tracing::warn!(key = path.trim_end_matches('/'), "hiding an object that is also a directory prefix");
+                tracing::warn!(
+                    key = path.trim_end_matches('/'),
+                    "hiding an object that is also a directory prefix"
+                );
                 self.children.insert(name, child);
             }
             _ => {
@@ -112,7 +122,10 @@ pub struct DirHandle {
 
 impl DirHandle {
     pub fn new(ino: InodeNo) -> Self {
-        Self { ino, snapshot: Mutex::new(None) }
+        Self {
+            ino,
+            snapshot: Mutex::new(None),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<DirEntry>>> {
@@ -136,7 +149,11 @@ impl DirHandle {
     pub fn entries_from(&self, offset: u64) -> Vec<DirEntry> {
         let guard = self.lock();
         let entries = guard.as_deref().unwrap_or_default();
-        usize::try_from(offset).ok().and_then(|start| entries.get(start..)).map(<[_]>::to_vec).unwrap_or_default()
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| entries.get(start..))
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 }
 

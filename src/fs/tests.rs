@@ -10,7 +10,11 @@ use super::*;
 use crate::lakefs::mock::MockLakeFs;
 
 fn config() -> FsConfig {
-    FsConfig { metadata_ttl: Duration::from_millis(200), block_size: 4096, ..FsConfig::default() }
+    FsConfig {
+        metadata_ttl: Duration::from_millis(200),
+        block_size: 4096,
+        ..FsConfig::default()
+    }
 }
 
 fn server() -> Arc<MockLakeFs> {
@@ -20,7 +24,9 @@ fn server() -> Arc<MockLakeFs> {
 }
 
 async fn mount(mock: &Arc<MockLakeFs>, source: &str) -> Filesystem<MockLakeFs> {
-    Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config()).await.unwrap()
+    Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config())
+        .await
+        .unwrap()
 }
 
 /// Resolve a `/`-separated path from the root.
@@ -37,7 +43,11 @@ async fn list(fs: &Filesystem<MockLakeFs>, ino: InodeNo) -> Vec<String> {
     let mut entries: Vec<DirEntry> = Vec::new();
     fs.readdir(ino, fh, 0, false, &mut entries).await.unwrap();
     fs.releasedir(fh);
-    entries.into_iter().map(|e| e.name).filter(|n| n != "." && n != "..").collect()
+    entries
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n != "." && n != "..")
+        .collect()
 }
 
 async fn cat(fs: &Filesystem<MockLakeFs>, path: &str) -> FsResult<Vec<u8>> {
@@ -83,30 +93,48 @@ async fn whole_server_mount_shows_repositories_branches_and_objects() {
 
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["other", "repo"]);
     let repo = walk(&fs, "repo").await.unwrap();
-    assert_eq!(list(&fs, repo.attr.ino).await, ["feature", "main"], "hidden branches stay hidden");
+    assert_eq!(
+        list(&fs, repo.attr.ino).await,
+        ["feature", "main"],
+        "hidden branches stay hidden"
+    );
     let main = walk(&fs, "repo/main").await.unwrap();
     assert_eq!(list(&fs, main.attr.ino).await, ["README", "data"]);
     let file = walk(&fs, "repo/main/data/a.csv").await.unwrap();
     assert_eq!(file.attr.kind, FileKind::RegularFile);
     assert_eq!(file.attr.size, 4);
     assert_eq!(cat(&fs, "repo/main/data/a.csv").await.unwrap(), b"a,b\n");
-    assert_eq!(walk(&fs, "repo/main/data").await.unwrap().attr.kind, FileKind::Directory);
+    assert_eq!(
+        walk(&fs, "repo/main/data").await.unwrap().attr.kind,
+        FileKind::Directory
+    );
 
     assert_eq!(walk(&fs, "nope").await.unwrap_err().errno, libc::ENOENT);
     assert_eq!(walk(&fs, "repo/nope").await.unwrap_err().errno, libc::ENOENT);
     assert_eq!(walk(&fs, "repo/main/README/x").await.unwrap_err().errno, libc::ENOTDIR);
-    assert_eq!(walk(&fs, "repo/main/data/missing").await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        walk(&fs, "repo/main/data/missing").await.unwrap_err().errno,
+        libc::ENOENT
+    );
     let long = "x".repeat(256);
-    assert_eq!(fs.lookup(main.attr.ino, &long).await.unwrap_err().errno, libc::ENAMETOOLONG);
+    assert_eq!(
+        fs.lookup(main.attr.ino, &long).await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
     let dir = walk(&fs, "repo/main/data").await.unwrap();
-    assert_eq!(fs.open(dir.attr.ino, OpenMode::default()).await.unwrap_err().errno, libc::EISDIR);
+    assert_eq!(
+        fs.open(dir.attr.ino, OpenMode::default()).await.unwrap_err().errno,
+        libc::EISDIR
+    );
 }
 
 #[tokio::test]
 async fn bad_sources_fail_before_mounting() {
     let mock = server();
     for source in ["lakefs://nope", "lakefs://repo/nope", "lakefs://repo/main~5"] {
-        let err = Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config()).await.unwrap_err();
+        let err = Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config())
+            .await
+            .unwrap_err();
         assert_eq!(err.errno, libc::ENOENT, "{source}");
     }
 }
@@ -115,7 +143,8 @@ async fn bad_sources_fail_before_mounting() {
 async fn listing_primes_attributes_so_stat_after_readdir_needs_no_request() {
     let mock = server();
     for i in 0..20 {
-        mock.put_object("repo", "main", &format!("f{i:02}"), vec![0u8; i]).unwrap();
+        mock.put_object("repo", "main", &format!("f{i:02}"), vec![0u8; i])
+            .unwrap();
     }
     let fs = mount(&mock, "lakefs://repo/main").await;
     let fh = fs.opendir(InodeNo::ROOT).await.unwrap();
@@ -143,7 +172,10 @@ async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
-        let mut buffer = SmallBuffer { room: 4, got: Vec::new() };
+        let mut buffer = SmallBuffer {
+            room: 4,
+            got: Vec::new(),
+        };
         fs.readdir(InodeNo::ROOT, fh, offset, false, &mut buffer).await.unwrap();
         if buffer.got.is_empty() {
             break;
@@ -154,14 +186,23 @@ async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
         offset = buffer.got.last().unwrap().offset;
         seen.extend(buffer.got.into_iter().map(|e| e.name));
     }
-    let expected: Vec<String> =
-        [".", ".."].into_iter().map(String::from).chain((0..10).map(|i| format!("f{i}"))).collect();
+    let expected: Vec<String> = [".", ".."]
+        .into_iter()
+        .map(String::from)
+        .chain((0..10).map(|i| format!("f{i}")))
+        .collect();
     assert_eq!(seen, expected, "each entry exactly once, as of the snapshot");
 
     // A repeated offset (interrupted call) is served again from the snapshot.
-    let mut again = SmallBuffer { room: 2, got: Vec::new() };
+    let mut again = SmallBuffer {
+        room: 2,
+        got: Vec::new(),
+    };
     fs.readdir(InodeNo::ROOT, fh, 5, false, &mut again).await.unwrap();
-    assert_eq!(again.got.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["f3", "f4"]);
+    assert_eq!(
+        again.got.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["f3", "f4"]
+    );
 
     // Rewinding takes a new snapshot.
     let mut fresh: Vec<DirEntry> = Vec::new();
@@ -170,24 +211,49 @@ async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
     assert!(names.contains(&"f35") && !names.contains(&"f7"), "{names:?}");
     fs.releasedir(fh);
     let mut none: Vec<DirEntry> = Vec::new();
-    assert_eq!(fs.readdir(InodeNo::ROOT, fh, 0, false, &mut none).await.unwrap_err().errno, libc::EBADF);
+    assert_eq!(
+        fs.readdir(InodeNo::ROOT, fh, 0, false, &mut none)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EBADF
+    );
 }
 
 #[tokio::test]
 async fn names_that_cannot_be_files_are_hidden() {
     let mock = server();
-    for key in ["ok", "a//b", "./x", "../y", "clash", "clash/inner", &"n".repeat(300), "dir/"] {
+    for key in [
+        "ok",
+        "a//b",
+        "./x",
+        "../y",
+        "clash",
+        "clash/inner",
+        &"n".repeat(300),
+        "dir/",
+    ] {
         mock.put_object("repo", "main", key, "x").unwrap();
     }
     let fs = mount(&mock, "lakefs://repo/main").await;
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["a", "clash", "dir", "ok"]);
     let a = walk(&fs, "a").await.unwrap();
-    assert!(list(&fs, a.attr.ino).await.is_empty(), "the empty segment of a//b is hidden");
-    assert_eq!(walk(&fs, "clash").await.unwrap().attr.kind, FileKind::Directory, "directory wins");
+    assert!(
+        list(&fs, a.attr.ino).await.is_empty(),
+        "the empty segment of a//b is hidden"
+    );
+    assert_eq!(
+        walk(&fs, "clash").await.unwrap().attr.kind,
+        FileKind::Directory,
+        "directory wins"
+    );
     assert_eq!(list(&fs, walk(&fs, "clash").await.unwrap().attr.ino).await, ["inner"]);
     let dir = walk(&fs, "dir").await.unwrap();
     assert_eq!(dir.attr.kind, FileKind::Directory);
-    assert!(list(&fs, dir.attr.ino).await.is_empty(), "a directory marker is not an entry");
+    assert!(
+        list(&fs, dir.attr.ino).await.is_empty(),
+        "a directory marker is not an entry"
+    );
 }
 
 #[tokio::test]
@@ -205,10 +271,23 @@ async fn tags_commits_and_expressions_are_pinned_and_read_only() {
     assert_eq!(cat(&fs, &format!("{}/f", &first[..12])).await.unwrap(), b"one");
     assert_eq!(cat(&fs, "main~1/f").await.unwrap(), b"one");
     assert_eq!(cat(&fs, "main/f").await.unwrap(), b"two!");
-    assert_eq!(list(&fs, InodeNo::ROOT).await, ["main"], "tags and commits are not listed");
+    assert_eq!(
+        list(&fs, InodeNo::ROOT).await,
+        ["main"],
+        "tags and commits are not listed"
+    );
 
     let tagged = walk(&fs, "v1/f").await.unwrap();
-    let err = fs.open(tagged.attr.ino, OpenMode { write: true, truncate: false }).await.unwrap_err();
+    let err = fs
+        .open(
+            tagged.attr.ino,
+            OpenMode {
+                write: true,
+                truncate: false,
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.errno, libc::EROFS);
     assert_eq!(tagged.ttl, IMMUTABLE_TTL);
 
@@ -240,7 +319,11 @@ async fn a_ref_mount_of_a_tag_is_read_only_and_never_expires() {
     tokio::time::sleep(config().metadata_ttl * 2).await;
     walk(&fs, "d/f").await.unwrap();
     assert_eq!(walk(&fs, "d/none").await.unwrap_err().errno, libc::ENOENT);
-    assert_eq!(mock.total_requests(), after_miss, "immutable metadata and misses never expire");
+    assert_eq!(
+        mock.total_requests(),
+        after_miss,
+        "immutable metadata and misses never expire"
+    );
     assert!(after_miss > before, "the first miss asked the server");
     assert!(!mount(&mock, "lakefs://repo/main").await.is_read_only());
 }
@@ -256,7 +339,11 @@ async fn branch_metadata_expires_after_the_ttl_and_a_changed_object_gets_a_new_i
     mock.put_object("repo", "main", "g", "x").unwrap();
 
     let requests = mock.total_requests();
-    assert_eq!(walk(&fs, "f").await.unwrap().attr.ino, old.attr.ino, "within the TTL the cache answers");
+    assert_eq!(
+        walk(&fs, "f").await.unwrap().attr.ino,
+        old.attr.ino,
+        "within the TTL the cache answers"
+    );
     assert_eq!(walk(&fs, "g").await.unwrap().attr.size, 1);
     assert!(mock.total_requests() > requests);
     let cached = mock.total_requests();
@@ -298,18 +385,26 @@ async fn the_same_content_through_another_ref_is_read_from_the_cache() {
     assert!(gets > 0);
     assert_eq!(cat(&fs, "v1/blob").await.unwrap(), data);
     assert_eq!(cat(&fs, &format!("{commit}/blob")).await.unwrap(), data);
-    assert_eq!(mock.requests("get_object_range"), gets, "blocks are keyed by checksum, not ref");
+    assert_eq!(
+        mock.requests("get_object_range"),
+        gets,
+        "blocks are keyed by checksum, not ref"
+    );
 }
 
 #[tokio::test]
 async fn symlinks_and_client_mtime_come_from_reserved_metadata() {
     let mock = server();
     let mut meta = BTreeMap::new();
-    meta.insert(crate::lakefs::META_SYMLINK_TARGET.to_string(), "target/file".to_string());
+    meta.insert(
+        crate::lakefs::META_SYMLINK_TARGET.to_string(),
+        "target/file".to_string(),
+    );
     mock.put_object_with_metadata("repo", "main", "link", "", meta).unwrap();
     let mut meta = BTreeMap::new();
     meta.insert(crate::lakefs::META_CLIENT_MTIME.to_string(), "1234".to_string());
-    mock.put_object_with_metadata("repo", "main", "timed", "x", meta).unwrap();
+    mock.put_object_with_metadata("repo", "main", "timed", "x", meta)
+        .unwrap();
     let fs = mount(&mock, "lakefs://repo/main").await;
     let link = walk(&fs, "link").await.unwrap();
     assert_eq!(link.attr.kind, FileKind::Symlink);
@@ -327,7 +422,10 @@ async fn control_directory_is_reachable_but_not_listed() {
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["f"]);
     let control = walk(&fs, ".lakefs").await.unwrap();
     assert_eq!(list(&fs, control.attr.ino).await, ["head", "status"]);
-    assert_eq!(String::from_utf8(cat(&fs, ".lakefs/head").await.unwrap()).unwrap(), format!("{head}\n"));
+    assert_eq!(
+        String::from_utf8(cat(&fs, ".lakefs/head").await.unwrap()).unwrap(),
+        format!("{head}\n")
+    );
     let status = String::from_utf8(cat(&fs, ".lakefs/status").await.unwrap()).unwrap();
     assert!(status.contains("ref: main") && status.contains(&head), "{status}");
     assert_eq!(walk(&fs, "f/.lakefs").await.unwrap_err().errno, libc::ENOTDIR);

@@ -23,8 +23,14 @@ pub struct GatewayClient {
 pub fn gateway_url(endpoint: &str) -> Result<String> {
     let url = url::Url::parse(endpoint.trim())
         .map_err(|e| LakeFsError::Protocol(format!("invalid endpoint URL {endpoint:?}: {e}")))?;
-    let host = url.host_str().ok_or_else(|| LakeFsError::Protocol(format!("endpoint {endpoint:?} has no host")))?;
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+    let host = url
+        .host_str()
+        .ok_or_else(|| LakeFsError::Protocol(format!("endpoint {endpoint:?} has no host")))?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     Ok(match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
@@ -33,8 +39,13 @@ pub fn gateway_url(endpoint: &str) -> Result<String> {
 
 impl GatewayClient {
     pub fn new(config: &ClientConfig) -> Result<Self> {
-        let credentials =
-            Credentials::new(&config.access_key_id, &config.secret_access_key, None, None, "lakefs-fuse");
+        let credentials = Credentials::new(
+            &config.access_key_id,
+            &config.secret_access_key,
+            None,
+            None,
+            "lakefs-fuse",
+        );
         let s3_config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -44,12 +55,17 @@ impl GatewayClient {
             // Retries and deadlines belong to `retry.rs`, one policy for both clients.
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .build();
-        Ok(Self { s3: Client::from_conf(s3_config) })
+        Ok(Self {
+            s3: Client::from_conf(s3_config),
+        })
     }
 
     pub async fn get_range(&self, repo: &str, reference: &str, path: &str, range: Range<u64>) -> Result<ObjectBytes> {
         if range.is_empty() {
-            return Ok(ObjectBytes { data: bytes::Bytes::new(), etag: None });
+            return Ok(ObjectBytes {
+                data: bytes::Bytes::new(),
+                etag: None,
+            });
         }
         let response = self
             .s3
@@ -77,7 +93,12 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> Lake
         SdkError::DispatchFailure(_) => LakeFsError::Transport(format!("{err:?}")),
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            let message = service.err().message().or(service.err().code()).unwrap_or("").to_string();
+            let message = service
+                .err()
+                .message()
+                .or(service.err().code())
+                .unwrap_or("")
+                .to_string();
             LakeFsError::from_status(status, message)
         }
         SdkError::ResponseError(_) => LakeFsError::Protocol(format!("{err:?}")),
@@ -91,7 +112,10 @@ mod tests {
 
     #[test]
     fn gateway_url_drops_the_api_path() {
-        assert_eq!(gateway_url("http://127.0.0.1:8000/api/v1").unwrap(), "http://127.0.0.1:8000");
+        assert_eq!(
+            gateway_url("http://127.0.0.1:8000/api/v1").unwrap(),
+            "http://127.0.0.1:8000"
+        );
         assert_eq!(gateway_url("https://lake.example").unwrap(), "https://lake.example");
         assert_eq!(gateway_url("http://[::1]:9000/").unwrap(), "http://[::1]:9000");
     }

@@ -15,8 +15,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::{
-    CommitInfo, LakeFs, LakeFsError, ListEntry, ListRequest, ObjectBytes, ObjectInfo, Page, RefInfo, Repository,
-    Result,
+    CommitInfo, LakeFs, LakeFsError, ListEntry, ListRequest, ObjectBytes, ObjectInfo, Page, RefInfo, Repository, Result,
 };
 
 #[derive(Debug, Clone)]
@@ -75,11 +74,15 @@ impl MockState {
     }
 
     fn repo(&self, repo: &str) -> Result<&MockRepo> {
-        self.repos.get(repo).ok_or_else(|| LakeFsError::NotFound("repository not found".into()))
+        self.repos
+            .get(repo)
+            .ok_or_else(|| LakeFsError::NotFound("repository not found".into()))
     }
 
     fn repo_mut(&mut self, repo: &str) -> Result<&mut MockRepo> {
-        self.repos.get_mut(repo).ok_or_else(|| LakeFsError::NotFound("repository not found".into()))
+        self.repos
+            .get_mut(repo)
+            .ok_or_else(|| LakeFsError::NotFound("repository not found".into()))
     }
 }
 
@@ -115,7 +118,9 @@ impl MockRepo {
             };
         }
         if modifiers.contains('$') || modifiers.contains('@') {
-            return Err(LakeFsError::BadRequest("reference to staging area with $ is not a commit".into()));
+            return Err(LakeFsError::BadRequest(
+                "reference to staging area with $ is not a commit".into(),
+            ));
         }
         let mut commit = self.resolve_base(base)?;
         while let Some(op) = modifiers.chars().next() {
@@ -124,7 +129,9 @@ impl MockRepo {
             let count: u32 = if digits == 0 {
                 1
             } else {
-                modifiers[..digits].parse().map_err(|_| LakeFsError::BadRequest("bad modifier".into()))?
+                modifiers[..digits]
+                    .parse()
+                    .map_err(|_| LakeFsError::BadRequest("bad modifier".into()))?
             };
             modifiers = &modifiers[digits..];
             let steps = match op {
@@ -146,7 +153,10 @@ impl MockRepo {
             return Ok(&branch.working);
         }
         let id = self.resolve_commit(reference)?;
-        self.commits.get(&id).map(|c| &c.tree).ok_or_else(|| LakeFsError::NotFound("commit not found".into()))
+        self.commits
+            .get(&id)
+            .map(|c| &c.tree)
+            .ok_or_else(|| LakeFsError::NotFound("commit not found".into()))
     }
 }
 
@@ -175,7 +185,10 @@ impl Default for MockLakeFs {
 
 impl MockLakeFs {
     pub fn new() -> Self {
-        Self { state: Mutex::new(MockState::default()), page_size: AtomicU32::new(super::MAX_PAGE) }
+        Self {
+            state: Mutex::new(MockState::default()),
+            page_size: AtomicU32::new(super::MAX_PAGE),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MockState> {
@@ -208,9 +221,23 @@ impl MockLakeFs {
         let id = state.new_commit_id();
         let now = state.tick();
         let mut commits = BTreeMap::new();
-        commits.insert(id.clone(), MockCommit { parent: None, creation_date: now, tree: Tree::new() });
+        commits.insert(
+            id.clone(),
+            MockCommit {
+                parent: None,
+                creation_date: now,
+                tree: Tree::new(),
+            },
+        );
         let mut branches = BTreeMap::new();
-        branches.insert(default_branch.to_string(), MockBranch { head: id, hidden: false, working: Tree::new() });
+        branches.insert(
+            default_branch.to_string(),
+            MockBranch {
+                head: id,
+                hidden: false,
+                working: Tree::new(),
+            },
+        );
         state.repos.insert(
             repo.to_string(),
             MockRepo {
@@ -229,7 +256,14 @@ impl MockLakeFs {
         let repo = state.repo_mut(repo)?;
         let head = repo.resolve_commit(source)?;
         let working = repo.commits[&head].tree.clone();
-        repo.branches.insert(branch.to_string(), MockBranch { head: head.clone(), hidden, working });
+        repo.branches.insert(
+            branch.to_string(),
+            MockBranch {
+                head: head.clone(),
+                hidden,
+                working,
+            },
+        );
         Ok(head)
     }
 
@@ -258,9 +292,17 @@ impl MockLakeFs {
         let mut state = self.lock();
         let mtime = state.tick();
         let repo = state.repo_mut(repo)?;
-        let branch = repo.branches.get_mut(branch).ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
+        let branch = repo
+            .branches
+            .get_mut(branch)
+            .ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
         let checksum = hex::encode(Md5::digest(&data));
-        let object = MockObject { data, mtime, checksum, metadata };
+        let object = MockObject {
+            data,
+            mtime,
+            checksum,
+            metadata,
+        };
         let info = object_info(path, &object);
         branch.working.insert(path.to_string(), object);
         Ok(info)
@@ -269,7 +311,10 @@ impl MockLakeFs {
     pub fn delete_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
         let mut state = self.lock();
         let repo = state.repo_mut(repo)?;
-        let branch = repo.branches.get_mut(branch).ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
+        let branch = repo
+            .branches
+            .get_mut(branch)
+            .ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
         branch.working.remove(path);
         Ok(())
     }
@@ -280,8 +325,15 @@ impl MockLakeFs {
         let id = state.new_commit_id();
         let now = state.tick();
         let repo = state.repo_mut(repo)?;
-        let b = repo.branches.get_mut(branch).ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
-        let commit = MockCommit { parent: Some(b.head.clone()), creation_date: now, tree: b.working.clone() };
+        let b = repo
+            .branches
+            .get_mut(branch)
+            .ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
+        let commit = MockCommit {
+            parent: Some(b.head.clone()),
+            creation_date: now,
+            tree: b.working.clone(),
+        };
         b.head = id.clone();
         repo.commits.insert(id.clone(), commit);
         Ok(id)
@@ -315,7 +367,11 @@ impl LakeFs for MockLakeFs {
         self.count("get_repository");
         let state = self.lock();
         let r = state.repo(repo)?;
-        Ok(Repository { id: repo.to_string(), default_branch: r.default_branch.clone(), creation_date: r.creation_date })
+        Ok(Repository {
+            id: repo.to_string(),
+            default_branch: r.default_branch.clone(),
+            creation_date: r.creation_date,
+        })
     }
 
     async fn list_branches(&self, repo: &str, after: &str) -> Result<Page<RefInfo>> {
@@ -328,7 +384,10 @@ impl LakeFs for MockLakeFs {
             .iter()
             .filter(|(id, b)| id.as_str() > after && !b.hidden)
             .take(page_size + 1)
-            .map(|(id, b)| RefInfo { id: id.clone(), commit_id: b.head.clone() })
+            .map(|(id, b)| RefInfo {
+                id: id.clone(),
+                commit_id: b.head.clone(),
+            })
             .collect();
         let next_after = (items.len() > page_size).then(|| {
             items.truncate(page_size);
@@ -340,8 +399,15 @@ impl LakeFs for MockLakeFs {
     async fn get_branch(&self, repo: &str, branch: &str) -> Result<RefInfo> {
         self.count("get_branch");
         let state = self.lock();
-        let b = state.repo(repo)?.branches.get(branch).ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
-        Ok(RefInfo { id: branch.to_string(), commit_id: b.head.clone() })
+        let b = state
+            .repo(repo)?
+            .branches
+            .get(branch)
+            .ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
+        Ok(RefInfo {
+            id: branch.to_string(),
+            commit_id: b.head.clone(),
+        })
     }
 
     async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
@@ -357,7 +423,9 @@ impl LakeFs for MockLakeFs {
         self.count("stat_object");
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
-        tree.get(path).map(|o| object_info(path, o)).ok_or_else(|| LakeFsError::NotFound("not found".into()))
+        tree.get(path)
+            .map(|o| object_info(path, o))
+            .ok_or_else(|| LakeFsError::NotFound("not found".into()))
     }
 
     async fn list_objects(&self, repo: &str, reference: &str, request: &ListRequest) -> Result<Page<ListEntry>> {
@@ -396,11 +464,19 @@ impl LakeFs for MockLakeFs {
         Ok(Page { items, next_after })
     }
 
-    async fn get_object_range(&self, repo: &str, reference: &str, path: &str, range: Range<u64>) -> Result<ObjectBytes> {
+    async fn get_object_range(
+        &self,
+        repo: &str,
+        reference: &str,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<ObjectBytes> {
         self.count("get_object_range");
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
-        let object = tree.get(path).ok_or_else(|| LakeFsError::NotFound("not found".into()))?;
+        let object = tree
+            .get(path)
+            .ok_or_else(|| LakeFsError::NotFound("not found".into()))?;
         let len = object.data.len() as u64;
         if range.start >= len || range.is_empty() {
             return Err(LakeFsError::BadRequest("Requested Range Not Satisfiable".into()));
@@ -408,7 +484,10 @@ impl LakeFs for MockLakeFs {
         let end = range.end.min(len);
         // Indices are bounded by the object's length, which fits in memory.
         let data = object.data.slice(range.start as usize..end as usize);
-        Ok(ObjectBytes { data, etag: Some(object.checksum.clone()) })
+        Ok(ObjectBytes {
+            data,
+            etag: Some(object.checksum.clone()),
+        })
     }
 }
 
@@ -427,7 +506,12 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = String::new();
         loop {
-            let request = ListRequest { prefix: String::new(), after: after.clone(), delimited: true, amount: 1000 };
+            let request = ListRequest {
+                prefix: String::new(),
+                after: after.clone(),
+                delimited: true,
+                amount: 1000,
+            };
             let page = mock.list_objects("repo", "main", &request).await.unwrap();
             seen.extend(page.items.iter().map(|e| e.path().to_string()));
             match page.next_after {
@@ -450,7 +534,10 @@ mod tests {
         assert_eq!(mock.get_commit("repo", "main~1").await.unwrap().id, first);
         assert_eq!(mock.get_commit("repo", "main^").await.unwrap().id, first);
         assert_eq!(mock.get_commit("repo", &first[..10]).await.unwrap().id, first);
-        assert!(matches!(mock.get_commit("repo", "main~9").await, Err(LakeFsError::NotFound(_))));
+        assert!(matches!(
+            mock.get_commit("repo", "main~9").await,
+            Err(LakeFsError::NotFound(_))
+        ));
         let old = mock.get_object_range("repo", "main~1", "f", 0..1).await.unwrap();
         assert_eq!(&old.data[..], b"1");
     }

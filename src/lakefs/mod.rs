@@ -64,7 +64,10 @@ pub enum LakeFsError {
 impl LakeFsError {
     /// Whether repeating the same idempotent request may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Timeout(_) | Self::Transport(_) | Self::RateLimited(_))
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Timeout(_) | Self::Transport(_) | Self::RateLimited(_)
+        )
     }
 
     /// Classify an HTTP status (with the server's message) by meaning.
@@ -263,29 +266,51 @@ impl RemoteLakeFs {
 
 impl LakeFs for RemoteLakeFs {
     async fn list_repositories(&self, after: &str) -> Result<Page<Repository>> {
-        self.retry.run("list_repositories", || self.rest.list_repositories(after)).await
+        self.retry
+            .run("list_repositories", || self.rest.list_repositories(after))
+            .await
     }
     async fn get_repository(&self, repo: &str) -> Result<Repository> {
-        self.retry.run("get_repository", || self.rest.get_repository(repo)).await
+        self.retry
+            .run("get_repository", || self.rest.get_repository(repo))
+            .await
     }
     async fn list_branches(&self, repo: &str, after: &str) -> Result<Page<RefInfo>> {
-        self.retry.run("list_branches", || self.rest.list_branches(repo, after)).await
+        self.retry
+            .run("list_branches", || self.rest.list_branches(repo, after))
+            .await
     }
     async fn get_branch(&self, repo: &str, branch: &str) -> Result<RefInfo> {
-        self.retry.run("get_branch", || self.rest.get_branch(repo, branch)).await
+        self.retry
+            .run("get_branch", || self.rest.get_branch(repo, branch))
+            .await
     }
     async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
-        self.retry.run("get_commit", || self.rest.get_commit(repo, reference)).await
+        self.retry
+            .run("get_commit", || self.rest.get_commit(repo, reference))
+            .await
     }
     async fn stat_object(&self, repo: &str, reference: &str, path: &str) -> Result<ObjectInfo> {
-        self.retry.run("stat_object", || self.rest.stat_object(repo, reference, path)).await
+        self.retry
+            .run("stat_object", || self.rest.stat_object(repo, reference, path))
+            .await
     }
     async fn list_objects(&self, repo: &str, reference: &str, request: &ListRequest) -> Result<Page<ListEntry>> {
-        self.retry.run("list_objects", || self.rest.list_objects(repo, reference, request)).await
-    }
-    async fn get_object_range(&self, repo: &str, reference: &str, path: &str, range: Range<u64>) -> Result<ObjectBytes> {
         self.retry
-            .run("get_object_range", || self.gateway.get_range(repo, reference, path, range.clone()))
+            .run("list_objects", || self.rest.list_objects(repo, reference, request))
+            .await
+    }
+    async fn get_object_range(
+        &self,
+        repo: &str,
+        reference: &str,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<ObjectBytes> {
+        self.retry
+            .run("get_object_range", || {
+                self.gateway.get_range(repo, reference, path, range.clone())
+            })
             .await
     }
 }

@@ -25,7 +25,9 @@ pub fn api_base_url(endpoint: &str) -> Result<url::Url> {
     let mut url = url::Url::parse(endpoint.trim())
         .map_err(|e| LakeFsError::Protocol(format!("invalid endpoint URL {endpoint:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(LakeFsError::Protocol(format!("endpoint {endpoint:?} must be an http or https URL")));
+        return Err(LakeFsError::Protocol(format!(
+            "endpoint {endpoint:?} must be an http or https URL"
+        )));
     }
     if url.path().trim_matches('/').is_empty() {
         url.set_path("/api/v1");
@@ -107,7 +109,10 @@ impl ObjectStatsJson {
         match self.path_type.as_str() {
             "object" => Ok(ListEntry::Object(self.into_object())),
             "common_prefix" => Ok(ListEntry::Prefix(self.path)),
-            other => Err(LakeFsError::Protocol(format!("unknown path_type {other:?} for {:?}", self.path))),
+            other => Err(LakeFsError::Protocol(format!(
+                "unknown path_type {other:?} for {:?}",
+                self.path
+            ))),
         }
     }
 }
@@ -163,7 +168,9 @@ impl RestClient {
             url.push('/');
             url.extend(utf8_percent_encode(segment, SEGMENT));
         }
-        self.http.request(method, url).basic_auth(&self.access_key_id, Some(&self.secret_access_key))
+        self.http
+            .request(method, url)
+            .basic_auth(&self.access_key_id, Some(&self.secret_access_key))
     }
 
     async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
@@ -178,37 +185,69 @@ impl RestClient {
     }
 
     pub async fn list_repositories(&self, after: &str) -> Result<Page<Repository>> {
-        let request = self.request(Method::GET, &["repositories"]).query(&[("after", after), ("amount", "1000")]);
+        let request = self
+            .request(Method::GET, &["repositories"])
+            .query(&[("after", after), ("amount", "1000")]);
         let response: ListResponse<RepositoryJson> = self.send_json(request).await?;
-        page(response, |r| Ok(Repository { id: r.id, default_branch: r.default_branch, creation_date: r.creation_date }))
+        page(response, |r| {
+            Ok(Repository {
+                id: r.id,
+                default_branch: r.default_branch,
+                creation_date: r.creation_date,
+            })
+        })
     }
 
     pub async fn get_repository(&self, repo: &str) -> Result<Repository> {
-        let r: RepositoryJson = self.send_json(self.request(Method::GET, &["repositories", repo])).await?;
-        Ok(Repository { id: r.id, default_branch: r.default_branch, creation_date: r.creation_date })
+        let r: RepositoryJson = self
+            .send_json(self.request(Method::GET, &["repositories", repo]))
+            .await?;
+        Ok(Repository {
+            id: r.id,
+            default_branch: r.default_branch,
+            creation_date: r.creation_date,
+        })
     }
 
     pub async fn list_branches(&self, repo: &str, after: &str) -> Result<Page<RefInfo>> {
-        let request =
-            self.request(Method::GET, &["repositories", repo, "branches"]).query(&[("after", after), ("amount", "1000")]);
+        let request = self
+            .request(Method::GET, &["repositories", repo, "branches"])
+            .query(&[("after", after), ("amount", "1000")]);
         let response: ListResponse<RefJson> = self.send_json(request).await?;
-        page(response, |r| Ok(RefInfo { id: r.id, commit_id: r.commit_id }))
+        page(response, |r| {
+            Ok(RefInfo {
+                id: r.id,
+                commit_id: r.commit_id,
+            })
+        })
     }
 
     pub async fn get_branch(&self, repo: &str, branch: &str) -> Result<RefInfo> {
-        let r: RefJson = self.send_json(self.request(Method::GET, &["repositories", repo, "branches", branch])).await?;
-        Ok(RefInfo { id: r.id, commit_id: r.commit_id })
+        let r: RefJson = self
+            .send_json(self.request(Method::GET, &["repositories", repo, "branches", branch]))
+            .await?;
+        Ok(RefInfo {
+            id: r.id,
+            commit_id: r.commit_id,
+        })
     }
 
     pub async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
-        let c: CommitJson =
-            self.send_json(self.request(Method::GET, &["repositories", repo, "commits", reference])).await?;
-        Ok(CommitInfo { id: c.id, creation_date: c.creation_date })
+        let c: CommitJson = self
+            .send_json(self.request(Method::GET, &["repositories", repo, "commits", reference]))
+            .await?;
+        Ok(CommitInfo {
+            id: c.id,
+            creation_date: c.creation_date,
+        })
     }
 
     pub async fn stat_object(&self, repo: &str, reference: &str, path: &str) -> Result<ObjectInfo> {
         let request = self
-            .request(Method::GET, &["repositories", repo, "refs", reference, "objects", "stat"])
+            .request(
+                Method::GET,
+                &["repositories", repo, "refs", reference, "objects", "stat"],
+            )
             .query(&[("path", path)]);
         let stats: ObjectStatsJson = self.send_json(request).await?;
         Ok(stats.into_object())
@@ -216,11 +255,17 @@ impl RestClient {
 
     pub async fn list_objects(&self, repo: &str, reference: &str, list: &ListRequest) -> Result<Page<ListEntry>> {
         let amount = list.amount.clamp(1, MAX_PAGE).to_string();
-        let mut query = vec![("prefix", list.prefix.as_str()), ("after", list.after.as_str()), ("amount", &amount)];
+        let mut query = vec![
+            ("prefix", list.prefix.as_str()),
+            ("after", list.after.as_str()),
+            ("amount", &amount),
+        ];
         if list.delimited {
             query.push(("delimiter", "/"));
         }
-        let request = self.request(Method::GET, &["repositories", repo, "refs", reference, "objects", "ls"]).query(&query);
+        let request = self
+            .request(Method::GET, &["repositories", repo, "refs", reference, "objects", "ls"])
+            .query(&query);
         let response: ListResponse<ObjectStatsJson> = self.send_json(request).await?;
         page(response, ObjectStatsJson::into_entry)
     }
@@ -239,9 +284,18 @@ mod tests {
 
     #[test]
     fn api_path_is_appended_only_when_the_endpoint_has_none() {
-        assert_eq!(api_base_url("http://127.0.0.1:8000").unwrap().as_str(), "http://127.0.0.1:8000/api/v1");
-        assert_eq!(api_base_url("http://127.0.0.1:8000/").unwrap().as_str(), "http://127.0.0.1:8000/api/v1");
-        assert_eq!(api_base_url("https://lake.example/api/v1/").unwrap().as_str(), "https://lake.example/api/v1");
+        assert_eq!(
+            api_base_url("http://127.0.0.1:8000").unwrap().as_str(),
+            "http://127.0.0.1:8000/api/v1"
+        );
+        assert_eq!(
+            api_base_url("http://127.0.0.1:8000/").unwrap().as_str(),
+            "http://127.0.0.1:8000/api/v1"
+        );
+        assert_eq!(
+            api_base_url("https://lake.example/api/v1/").unwrap().as_str(),
+            "https://lake.example/api/v1"
+        );
         assert_eq!(api_base_url("http://h/custom").unwrap().as_str(), "http://h/custom");
         assert!(api_base_url("ftp://h").is_err());
         assert!(api_base_url("not a url").is_err());
@@ -250,9 +304,15 @@ mod tests {
     #[test]
     fn error_bodies_keep_the_server_message() {
         let err = error_from_body(StatusCode::NOT_FOUND, br#"{"message":"branch not found"}"#);
-        assert!(matches!(err, LakeFsError::NotFound(ref m) if m == "branch not found"), "{err:?}");
+        assert!(
+            matches!(err, LakeFsError::NotFound(ref m) if m == "branch not found"),
+            "{err:?}"
+        );
         let err = error_from_body(StatusCode::UNAUTHORIZED, b"plain text");
-        assert!(matches!(err, LakeFsError::Unauthorized(ref m) if m == "plain text"), "{err:?}");
+        assert!(
+            matches!(err, LakeFsError::Unauthorized(ref m) if m == "plain text"),
+            "{err:?}"
+        );
         assert!(error_from_body(StatusCode::BAD_GATEWAY, b"").is_transient());
     }
 

@@ -37,7 +37,11 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// A policy that never retries; for tests and for the one-shot credential check.
     pub fn no_retry(request_timeout: Duration) -> Self {
-        Self { max_attempts: 1, request_timeout, ..Self::default() }
+        Self {
+            max_attempts: 1,
+            request_timeout,
+            ..Self::default()
+        }
     }
 
     /// Backoff before attempt `attempt + 1` (attempt counts from 1): uniform in `[0, min(max, min * 2^attempt)]`,
@@ -60,7 +64,10 @@ impl RetryPolicy {
             tries += 1;
             let result = match tokio::time::timeout(self.request_timeout, attempt()).await {
                 Ok(result) => result,
-                Err(_) => Err(LakeFsError::Timeout(format!("{operation} took longer than {:?}", self.request_timeout))),
+                Err(_) => Err(LakeFsError::Timeout(format!(
+                    "{operation} took longer than {:?}",
+                    self.request_timeout
+                ))),
             };
             match result {
                 Err(err) if err.is_transient() && tries < self.max_attempts.max(1) => {
@@ -133,10 +140,17 @@ mod tests {
 
     #[test]
     fn backoff_stays_within_bounds() {
-        let policy = RetryPolicy { min_wait: Duration::from_millis(10), max_wait: Duration::from_millis(100), ..fast() };
+        let policy = RetryPolicy {
+            min_wait: Duration::from_millis(10),
+            max_wait: Duration::from_millis(100),
+            ..fast()
+        };
         for attempt in 1..20 {
             let wait = policy.backoff(attempt);
-            assert!(wait >= Duration::from_millis(10) && wait <= Duration::from_millis(100), "{wait:?}");
+            assert!(
+                wait >= Duration::from_millis(10) && wait <= Duration::from_millis(100),
+                "{wait:?}"
+            );
         }
     }
 }

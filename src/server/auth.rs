@@ -19,7 +19,9 @@ pub struct Credentials {
 // Secrets never reach logs.
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("access_key_ids", &self.keys.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Credentials")
+            .field("access_key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -35,7 +37,8 @@ impl Credentials {
     }
 
     pub fn add(&mut self, access_key_id: &str, secret_access_key: &str) {
-        self.keys.insert(access_key_id.to_string(), secret_access_key.to_string());
+        self.keys
+            .insert(access_key_id.to_string(), secret_access_key.to_string());
     }
 
     pub fn is_empty(&self) -> bool {

@@ -90,9 +90,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(ServerState { store, config, http });
-    let app = axum::Router::new()
-        .fallback(dispatch)
-        .with_state(state);
+    let app = axum::Router::new().fallback(dispatch).with_state(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service())

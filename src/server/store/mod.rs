@@ -128,7 +128,10 @@ pub struct PageRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListEntry {
-    Object { path: String, entry: ObjectEntry },
+    Object {
+        path: String,
+        entry: ObjectEntry,
+    },
     /// A "directory": the prefix up to and including the delimiter.
     CommonPrefix(String),
 }
