@@ -28,7 +28,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mount lakeFS at MOUNTPOINT: `lakefs://` (all repositories), `lakefs://REPO` (its branches) or
     /// `lakefs://REPO/REF[/PREFIX]` (one ref). Daemonizes once the mount is live unless `-f` is given.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
 }
 
 #[derive(Args, Debug, Default)]
@@ -193,7 +193,7 @@ pub fn main() -> ExitCode {
             init_logging("info");
             run_serve(args)
         }
-        Command::Mount(args) => args.into_request().and_then(|request| {
+        Command::Mount(args) => (*args).into_request().and_then(|request| {
             init_logging(if request.options.debug { "debug" } else { "info" });
             crate::mount::run_mount(request)
         }),
@@ -276,7 +276,7 @@ mod tests {
         let Command::Mount(args) = cli.command else {
             panic!("not a mount")
         };
-        let request = args.into_request().unwrap();
+        let request = (*args).into_request().unwrap();
         assert!(request.foreground);
         assert_eq!(request.options.endpoint.as_deref(), Some("http://flag:2"));
         assert_eq!(request.options.uid, Some(5));

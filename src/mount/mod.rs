@@ -145,7 +145,7 @@ where
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
-        serve(runtime, fs, &mountpoint, &fuse, |result| report(result))
+        serve(runtime, fs, &mountpoint, &fuse, report)
     })
 }
 
