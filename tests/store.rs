@@ -435,6 +435,69 @@ fn large_prefix_lists_quickly_page_by_page() {
     );
 }
 
+#[test]
+fn racing_if_none_match_writers_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_repo(dir.path());
+    let winners: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                scope.spawn(move || store.put_object("repo", "main", "once", entry(&i.to_string()), true))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join().unwrap() {
+                Ok(_) => 1,
+                Err(StoreError::PreconditionFailed(_)) => 0,
+                Err(e) => panic!("unexpected {e}"),
+            })
+            .sum()
+    });
+    assert_eq!(winners, 1);
+}
+
+#[test]
+fn commits_racing_with_writes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_repo(dir.path());
+    std::thread::scope(|scope| {
+        let writer = store.clone();
+        scope.spawn(move || {
+            for i in 0..200 {
+                put(&writer, "main", &format!("w/{i:03}"), "x");
+            }
+        });
+        for _ in 0..20 {
+            match store.commit(
+                "repo",
+                "main",
+                CommitRequest {
+                    message: "c".into(),
+                    ..Default::default()
+                },
+            ) {
+                Ok(_) | Err(StoreError::NoChanges) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    assert_eq!(all_paths(&store, "main", "w/", 1000, None).len(), 200);
+    let request = CommitRequest {
+        message: "last".into(),
+        allow_empty: true,
+        ..Default::default()
+    };
+    store.commit("repo", "main", request).unwrap();
+    assert_eq!(all_paths(&store, "main@", "w/", 1000, None).len(), 200);
+    assert!(store
+        .diff_branch("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+}
+
 // ---- crash safety ----
 
 const CRASH_DIR_ENV: &str = "LAKEFS_FUSE_STORE_CRASH_DIR";
@@ -480,14 +543,24 @@ fn crash_child_writer() {
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     drop(open_repo(dir.path()));
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
-        .env(CRASH_DIR_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    /// Kills the child even if an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .env(CRASH_DIR_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let mut puts = Vec::new();
     let mut commits = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -503,8 +576,7 @@ fn acknowledged_writes_survive_sigkill() {
             break; // kill while the child is still writing
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    drop(child); // SIGKILL, mid-write
     assert!(puts.len() >= 10, "child acknowledged only {} writes", puts.len());
 
     let store = Store::open(dir.path()).unwrap();

@@ -1,6 +1,8 @@
 """The aws CLI (`aws s3 cp/sync/ls`) against the S3 gateway of `lakefs-fuse serve`."""
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -8,8 +10,17 @@ from conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from test_boto3 import create_repository
 
 
+def aws_binary():
+    """The aws CLI next to this Python (a virtualenv), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "aws")
+    return beside if os.path.exists(beside) else shutil.which("aws")
+
+
 @pytest.fixture
 def aws(server, tmp_path):
+    binary = aws_binary()
+    if not binary:
+        pytest.skip("aws CLI not installed")
     env = dict(os.environ)
     env.update({
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
@@ -23,7 +34,7 @@ def aws(server, tmp_path):
     (tmp_path / "aws-config").write_text("[default]\ns3 =\n    addressing_style = path\n")
 
     def run(*args, check=True):
-        result = subprocess.run(["aws", "--endpoint-url", server.endpoint, *args], env=env,
+        result = subprocess.run([binary, "--endpoint-url", server.endpoint, *args], env=env,
                                 capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed: {result.stdout}\n{result.stderr}")

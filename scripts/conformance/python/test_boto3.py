@@ -8,6 +8,7 @@ import json
 import urllib.request
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 import botocore.config
 import botocore.exceptions
 import pytest
@@ -141,7 +142,7 @@ def test_multipart_upload_file(s3, repo, tmp_path):
     data = bytes(range(256)) * (48 * 1024)  # 12 MiB
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    config = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
     s3.upload_file(str(path), repo, "main/big.bin", Config=config)
     head = s3.head_object(Bucket=repo, Key="main/big.bin")
     assert head["ContentLength"] == len(data)

@@ -17,6 +17,7 @@ mod list;
 mod multipart;
 mod object;
 mod router;
+mod sigv2;
 mod sigv4;
 mod xml;
 
@@ -152,19 +153,24 @@ async fn serve(state: Arc<ServerState>, request: Request) -> S3Result<Response> 
         HostMatch::VirtualHost(bucket) => Some(bucket),
         _ => None,
     };
-    let now = time::OffsetDateTime::now_utc();
-    let verified = sigv4::verify(
-        &state.config.credentials,
+    let verified = authenticate(
+        &state,
         &parts.method,
         &parts.uri,
         &parts.headers,
-        now,
-    )?
-    .ok_or_else(|| S3Error::new(S3ErrorCode::MissingFields))?;
+        virtual_bucket.as_deref(),
+    )?;
     let target = router::parse_target(parts.uri.path(), virtual_bucket.as_deref())?;
     let query = router::parse_query(parts.uri.query().unwrap_or(""));
     let operation = router::select_operation(&parts.method, &target, &query, &parts.headers);
-    tracing::debug!(?operation, method = %parts.method, uri = %parts.uri, akid = %verified.access_key_id, "s3 request");
+    tracing::debug!(
+        ?operation,
+        method = %parts.method,
+        uri = %parts.uri,
+        akid = %verified.access_key_id,
+        payload = ?verified.payload,
+        "s3 request"
+    );
     let ctx = Ctx {
         state,
         method: parts.method,
@@ -204,6 +210,46 @@ async fn serve(state: Arc<ServerState>, request: Request) -> S3Result<Response> 
         Operation::EmptyPath => Ok(StatusCode::NOT_FOUND.into_response()),
         Operation::NotSupported => Err(S3Error::new(S3ErrorCode::NotSupported)),
     }
+}
+
+/// Checks the request's signature (V4 or V2, header or query) or Basic credentials.
+fn authenticate(
+    state: &ServerState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    virtual_bucket: Option<&str>,
+) -> S3Result<sigv4::Verified> {
+    let credentials = &state.config.credentials;
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(v2) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("AWS "))
+    {
+        return sigv2::verify_header(
+            credentials,
+            method,
+            uri,
+            headers,
+            virtual_bucket,
+            v2,
+            now.unix_timestamp(),
+        );
+    }
+    let query = router::parse_query(uri.query().unwrap_or(""));
+    if router::query_value(&query, "AWSAccessKeyId").is_some() {
+        return sigv2::verify_query(
+            credentials,
+            method,
+            uri,
+            headers,
+            virtual_bucket,
+            &query,
+            now.unix_timestamp(),
+        );
+    }
+    sigv4::verify(credentials, method, uri, headers, now)?.ok_or_else(|| S3Error::new(S3ErrorCode::MissingFields))
 }
 
 /// An XML response with status 200.

@@ -275,8 +275,23 @@ pub async fn get_object(ctx: &Ctx, head: bool) -> S3Result<Response> {
         }
     }
     add_metadata_headers(headers, &entry.metadata);
+    // `response-*` query parameters (used by presigned downloads) override response headers.
+    for (parameter, name) in RESPONSE_OVERRIDES {
+        if let Some(value) = ctx.query(parameter).and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name.clone(), value);
+        }
+    }
     Ok(response)
 }
+
+const RESPONSE_OVERRIDES: [(&str, HeaderName); 6] = [
+    ("response-content-type", header::CONTENT_TYPE),
+    ("response-content-disposition", header::CONTENT_DISPOSITION),
+    ("response-content-encoding", header::CONTENT_ENCODING),
+    ("response-content-language", header::CONTENT_LANGUAGE),
+    ("response-cache-control", header::CACHE_CONTROL),
+    ("response-expires", header::EXPIRES),
+];
 
 /// `If-None-Match: *` asks for create-only; any other conditional write is not implemented (lakefs-api.md §7.4).
 pub fn write_precondition(ctx: &Ctx) -> S3Result<bool> {

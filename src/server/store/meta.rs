@@ -14,6 +14,7 @@
 //! | `trees`        | `tree_id\0path`           | [`ObjectEntry`] JSON                       |
 //! | `staging`      | `repo\0branch\0path`      | [`ObjectEntry`] JSON, or empty = tombstone |
 //! | `action_runs`  | `repo\0run_id`            | [`ActionRun`] JSON                         |
+//! | `settings`     | `repo\0name`              | opaque text (e.g. branch protection JSON)  |
 //!
 //! Every write transaction uses redb's default `Durability::Immediate`: when `commit()` returns the change is on
 //! disk, so an acknowledged write survives `kill -9` and power loss.
@@ -35,9 +36,19 @@ pub(super) const COMMITS: KvTable = TableDefinition::new("commits");
 pub(super) const TREES: KvTable = TableDefinition::new("trees");
 pub(super) const STAGING: KvTable = TableDefinition::new("staging");
 pub(super) const ACTION_RUNS: KvTable = TableDefinition::new("action_runs");
+pub(super) const SETTINGS: KvTable = TableDefinition::new("settings");
 
 /// Every table, for creating them all when the database is first opened.
-pub(super) const ALL_TABLES: [KvTable; 7] = [REPOSITORIES, BRANCHES, TAGS, COMMITS, TREES, STAGING, ACTION_RUNS];
+pub(super) const ALL_TABLES: [KvTable; 8] = [
+    REPOSITORIES,
+    BRANCHES,
+    TAGS,
+    COMMITS,
+    TREES,
+    STAGING,
+    ACTION_RUNS,
+    SETTINGS,
+];
 
 /// Stored form of a branch (the id is the key).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -374,3 +374,114 @@ fn staged_changes_are_per_branch() {
         Err(StoreError::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn diffs_group_by_delimiter_and_page() {
+    let (_dir, store) = setup();
+    for p in ["a/1", "a/2", "b", "c/x/1"] {
+        store.put_object("repo", "main", p, entry(p), false).unwrap();
+    }
+    let c1 = commit(&store, "main", "c1");
+    store
+        .put_object("repo", "main", "a/2", entry("changed"), false)
+        .unwrap();
+    store.put_object("repo", "main", "a/3", entry("new"), false).unwrap();
+    store.delete_object("repo", "main", "b").unwrap();
+    let grouped = store.diff_branch("repo", "main", &page("", "", 10), Some("/")).unwrap();
+    let got: Vec<(&str, DiffType, bool)> = grouped
+        .items
+        .iter()
+        .map(|d| (d.path.as_str(), d.kind, d.is_prefix))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("a/", DiffType::PrefixChanged, true), ("b", DiffType::Removed, false)]
+    );
+    let first = store.diff_branch("repo", "main", &page("a/", "", 1), None).unwrap();
+    assert_eq!(
+        (first.items[0].path.as_str(), first.items[0].kind, first.has_more),
+        ("a/2", DiffType::Changed, true)
+    );
+    let second = store.diff_branch("repo", "main", &page("a/", "a/2", 1), None).unwrap();
+    assert_eq!(
+        (second.items[0].path.as_str(), second.items[0].kind, second.has_more),
+        ("a/3", DiffType::Added, false)
+    );
+    assert_eq!(second.items[0].right.as_ref().map(|e| e.size), Some(3));
+
+    // Refs diffs compare commits; `branch$` on the right of a two-dot diff adds the staged changes.
+    let head_only = store
+        .diff_refs("repo", &c1.id, "main", DiffKind::TwoDot, &page("", "", 10), None)
+        .unwrap();
+    assert!(head_only.items.is_empty());
+    let staged = store
+        .diff_refs("repo", &c1.id, "main$", DiffKind::TwoDot, &page("", "", 10), None)
+        .unwrap();
+    assert_eq!(staged.items.len(), 3);
+    assert!(matches!(
+        store.diff_refs("repo", "main$", "main", DiffKind::TwoDot, &page("", "", 10), None),
+        Err(StoreError::InvalidRef(_))
+    ));
+    assert!(matches!(
+        store.diff_refs("repo", &c1.id, "main$", DiffKind::ThreeDot, &page("", "", 10), None),
+        Err(StoreError::InvalidRef(_))
+    ));
+}
+
+#[test]
+fn action_runs_list_in_run_id_order_with_filters() {
+    let (_dir, store) = setup();
+    let run = |id: &str, branch: &str, commit: &str| ActionRun {
+        run_id: id.to_string(),
+        branch: branch.to_string(),
+        start_time: "2026-01-01T00:00:00Z".to_string(),
+        end_time: Some("2026-01-01T00:00:01Z".to_string()),
+        event_type: "pre-commit".to_string(),
+        status: "completed".to_string(),
+        commit_id: commit.to_string(),
+        hooks: vec![],
+    };
+    store.record_action_run("repo", &run("r2", "main", "c2")).unwrap();
+    store.record_action_run("repo", &run("r1", "dev", "c1")).unwrap();
+    store.record_action_run("repo", &run("r3", "main", "")).unwrap();
+    let ids = |branch: Option<&str>, commit: Option<&str>, after: &str| -> Vec<String> {
+        let page = store
+            .list_action_runs("repo", branch, commit, &page("", after, 10))
+            .unwrap();
+        page.items.into_iter().map(|r| r.run_id).collect()
+    };
+    assert_eq!(ids(None, None, ""), vec!["r1", "r2", "r3"]);
+    assert_eq!(ids(Some("main"), None, ""), vec!["r2", "r3"]);
+    assert_eq!(ids(None, Some("c1"), ""), vec!["r1"]);
+    assert_eq!(ids(None, None, "r1"), vec!["r2", "r3"]);
+    assert_eq!(store.get_action_run("repo", "r3").unwrap().commit_id, "");
+    assert!(matches!(
+        store.get_action_run("repo", "nope"),
+        Err(StoreError::RefNotFound(_))
+    ));
+    assert!(matches!(
+        store.record_action_run("nope", &run("x", "main", "")),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
+
+#[test]
+fn settings_and_read_only_flag_persist_per_repository() {
+    let (_dir, store) = setup();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    store
+        .set_setting("repo", "branch_protection", Some(r#"[{"pattern":"main"}]"#))
+        .unwrap();
+    assert_eq!(
+        store.get_setting("repo", "branch_protection").unwrap().as_deref(),
+        Some(r#"[{"pattern":"main"}]"#)
+    );
+    store.set_setting("repo", "branch_protection", None).unwrap();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    assert!(store.set_repository_read_only("repo", true).unwrap().read_only);
+    assert!(store.get_repository("repo").unwrap().read_only);
+    assert!(matches!(
+        store.get_setting("nope", "x"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
