@@ -717,6 +717,7 @@ proptest! {
         let mut committed: BTreeMap<String, u8> = BTreeMap::new();
         let mut staged = committed.clone();
         let mut last_commit = store.get_commit("repo", "main").unwrap().id;
+        let mut commits_made = 0;
         for op in ops {
             match op {
                 Op::Put(k, v) => {
@@ -733,6 +734,7 @@ proptest! {
                         prop_assert!(matches!(result, Err(StoreError::NoChanges)), "{:?}", result);
                     } else {
                         last_commit = result.unwrap().id;
+                        commits_made += 1;
                         committed = staged.clone();
                     }
                 }
@@ -766,8 +768,14 @@ proptest! {
                 .filter(|k| staged.get(**k) != committed.get(**k))
                 .map(|k| k.to_string())
                 .collect();
-            prop_assert_eq!(changed, expected);
+            prop_assert_eq!(&changed, &expected);
+            let two_dot = store.diff_refs("repo", &last_commit, "main$", DiffKind::TwoDot, &page("", "", 1000), None);
+            let two_dot: Vec<String> = two_dot.unwrap().items.into_iter().map(|d| d.path).collect();
+            prop_assert_eq!(&two_dot, &expected);
         }
+        let log = store.log("repo", "main", &LogRequest { amount: 1000, ..Default::default() }).unwrap();
+        prop_assert_eq!(log.items.len(), commits_made + 1);
+        prop_assert_eq!(&log.items[0].id, &last_commit);
         prop_assert_eq!(store.resolve_ref("repo", "main@").unwrap(), RefView::BranchHead {
             branch: "main".to_string(),
             head: last_commit,
