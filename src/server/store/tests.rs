@@ -485,3 +485,122 @@ fn settings_and_read_only_flag_persist_per_repository() {
         Err(StoreError::RepositoryNotFound)
     ));
 }
+
+#[test]
+fn open_sweeps_stale_temp_files_but_keeps_multipart_state() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("tmp").join("dead.part"), b"half a body").unwrap();
+    std::fs::write(dir.path().join("multipart").join("upload-1"), b"part").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(store.multipart_dir().join("upload-1").exists());
+}
+
+#[test]
+fn log_filters_by_path_date_and_stop_point() {
+    let (_dir, store) = setup();
+    let at = |date: i64, path: &str, content: &str| {
+        store.put_object("repo", "main", path, entry(content), false).unwrap();
+        let request = CommitRequest {
+            message: path.to_string(),
+            date: Some(date),
+            ..Default::default()
+        };
+        store.commit("repo", "main", request).unwrap().id
+    };
+    let c1 = at(1_000, "data/a", "1");
+    let c2 = at(2_000, "other", "2");
+    let c3 = at(3_000, "data/b", "3");
+    let c4 = at(4_000, "data/a", "4");
+    let ids = |request: LogRequest| -> Vec<String> {
+        store
+            .log("repo", "main", &request)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    let all = ids(LogRequest {
+        amount: 100,
+        ..Default::default()
+    });
+    assert_eq!(all.len(), 5);
+    assert_eq!(&all[..4], &[c4.clone(), c3.clone(), c2.clone(), c1.clone()]);
+    let prefix = LogRequest {
+        amount: 100,
+        prefixes: vec!["data/".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(prefix), vec![c4.clone(), c3.clone(), c1.clone()]);
+    let object = LogRequest {
+        amount: 100,
+        objects: vec!["data/a".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(object), vec![c4.clone(), c1.clone()]);
+    let limited = LogRequest {
+        amount: 1,
+        objects: vec!["data/a".into()],
+        limit: true,
+        ..Default::default()
+    };
+    let page = store.log("repo", "main", &limited).unwrap();
+    assert_eq!((page.items.len(), page.has_more), (1, false));
+    let since = LogRequest {
+        amount: 100,
+        since: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(ids(since), vec![c4.clone(), c3.clone(), c2.clone()]);
+    let stop = LogRequest {
+        amount: 100,
+        stop_at: Some(c3.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(stop), vec![c4.clone(), c3.clone()]);
+    assert_eq!(
+        ids(LogRequest {
+            amount: 100,
+            ..Default::default()
+        }
+        .clone_after(&c2))
+        .len(),
+        2
+    );
+}
+
+impl LogRequest {
+    fn clone_after(mut self, after: &str) -> LogRequest {
+        self.after = after.to_string();
+        self
+    }
+}
+
+#[test]
+fn reverting_a_merge_commit_needs_a_parent_number() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "feature", entry("f"), false).unwrap();
+    commit(&store, "dev", "feature");
+    let merge = store.merge("repo", "dev", "main", MergeRequest::default()).unwrap();
+    let no_parent = store.revert("repo", "main", &merge.id, 0, CommitRequest::default());
+    assert!(matches!(no_parent, Err(StoreError::NameConflict(_))), "{no_parent:?}");
+    let bad_parent = store.revert("repo", "main", &merge.id, 3, CommitRequest::default());
+    assert!(
+        matches!(bad_parent, Err(StoreError::InvalidArgument(_))),
+        "{bad_parent:?}"
+    );
+    let reverted = store
+        .revert("repo", "main", &merge.id, 1, CommitRequest::default())
+        .unwrap();
+    assert_eq!(reverted.parents, vec![merge.id.clone()]);
+    assert!(matches!(
+        store.stat_object("repo", "main", "feature"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store.stat_object("repo", "main", "base").is_ok());
+}
