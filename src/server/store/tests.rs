@@ -560,22 +560,12 @@ fn log_filters_by_path_date_and_stop_point() {
         ..Default::default()
     };
     assert_eq!(ids(stop), vec![c4.clone(), c3.clone()]);
-    assert_eq!(
-        ids(LogRequest {
-            amount: 100,
-            ..Default::default()
-        }
-        .clone_after(&c2))
-        .len(),
-        2
-    );
-}
-
-impl LogRequest {
-    fn clone_after(mut self, after: &str) -> LogRequest {
-        self.after = after.to_string();
-        self
-    }
+    let after = LogRequest {
+        amount: 100,
+        after: c2.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(after).len(), 2, "c1 and the initial commit follow c2");
 }
 
 #[test]
