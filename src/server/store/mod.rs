@@ -502,7 +502,28 @@ impl Store {
         parent_number: u32,
         request: CommitRequest,
     ) -> Result<Commit, StoreError> {
-        self.revert_impl(repo, branch, ref_expr, parent_number, request)
+        self.replay_impl(repo, branch, ref_expr, parent_number, request, merge::Replay::Revert)
+    }
+
+    /// Applies `ref_expr`'s changes (relative to parent `parent_number`, 0 for a non-merge commit) to `branch` as a
+    /// new commit, keeping the picked commit's message and metadata unless `request` overrides them; refuses a
+    /// dirty branch; conflicts fail with `MergeConflict`.
+    pub fn cherry_pick(
+        &self,
+        repo: &str,
+        branch: &str,
+        ref_expr: &str,
+        parent_number: u32,
+        request: CommitRequest,
+    ) -> Result<Commit, StoreError> {
+        self.replay_impl(
+            repo,
+            branch,
+            ref_expr,
+            parent_number,
+            request,
+            merge::Replay::CherryPick,
+        )
     }
 
     pub fn create_tag(&self, repo: &str, id: &str, ref_expr: &str) -> Result<Tag, StoreError> {
