@@ -192,7 +192,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let dest_record = require_branch(&branches, repo, destination)?;
             let (source_commit, dest_head, base_tree) = {
                 let tags = txn.open_table(TAGS)?;
@@ -213,6 +213,8 @@ impl Store {
             if !dirty.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, destination]))?;
             let tree_id = three_way_merge(
                 &mut trees,
                 &staging,
@@ -335,7 +337,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let record = require_branch(&branches, repo, branch)?;
             let (reverted, parent_tree, head) = {
                 let tags = txn.open_table(TAGS)?;
@@ -370,6 +372,8 @@ impl Store {
             if !commits::staged_changes(&trees, &staging, repo, branch, &head.meta_range_id, true)?.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, branch]))?;
             let (base, source) = match replay {
                 Replay::Revert => (&reverted.meta_range_id, &parent_tree),
                 Replay::CherryPick => (&parent_tree, &reverted.meta_range_id),
