@@ -9,6 +9,10 @@
 //! the other side is walked newest-generation first and the first marked commit wins. Merge and revert build the
 //! result tree and write the commit and the branch move in one redb write transaction; a conflict without a
 //! strategy returns before anything is written.
+//!
+//! Merge, revert, cherry-pick and hard reset require a clean branch. Staged entries identical to the head (and
+//! tombstones of absent paths) do not make a branch dirty, but they are dropped when the head moves: over the new
+//! head they would no longer be no-ops.
 
 use std::collections::{BinaryHeap, HashSet};
 
