@@ -1168,3 +1168,110 @@ async fn webhook_timeouts_properties_and_skipped_hooks() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn read_only_repositories_and_branch_protection() {
+    let server = TestServer::start().await;
+    let (status, repo) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "frozen", "storage_namespace": "local://frozen", "read_only": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(repo["read_only"], true);
+    let refused = server
+        .req(Method::POST, "/repositories/frozen/branches/main/objects?path=a")
+        .body("a")
+        .send()
+        .await;
+    let refused = refused.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["message"],
+        "read-only repository"
+    );
+    let forced = server
+        .req(
+            Method::POST,
+            "/repositories/frozen/branches/main/objects?path=a&force=true",
+        )
+        .body("a");
+    assert_eq!(forced.send().await.unwrap().status(), StatusCode::CREATED);
+    let (status, _) = server.commit("frozen", "main", "refused").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/frozen/branches/main/commits",
+            json!({"message": "forced", "force": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/frozen/branches",
+            json!({"name": "b", "source": "main"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = server.get("/repositories/frozen/refs/main/objects/stat?path=a").await;
+    assert_eq!(status, StatusCode::OK, "reads are not affected");
+
+    server.create_repo("guarded").await;
+    let rules_url = "/repositories/guarded/settings/branch_protection";
+    let initial = server.req(Method::GET, rules_url).send().await.unwrap();
+    assert_eq!(initial.status(), StatusCode::OK);
+    let etag = initial.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(initial.json::<Value>().await.unwrap(), json!([]));
+    let stale = server
+        .req(Method::PUT, rules_url)
+        .header("if-match", "\"stale\"")
+        .json(&json!([{"pattern": "ma*"}]));
+    assert_eq!(stale.send().await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    let set = server
+        .req(Method::PUT, rules_url)
+        .header("if-match", &etag)
+        .json(&json!([{"pattern": "ma*"}]));
+    assert_eq!(set.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let (_, rules) = server.get(rules_url).await;
+    assert_eq!(rules, json!([{"pattern": "ma*"}]));
+
+    server
+        .json(
+            Method::POST,
+            "/repositories/guarded/branches",
+            json!({"name": "work", "source": "main"}),
+        )
+        .await;
+    let write = server
+        .req(Method::POST, "/repositories/guarded/branches/main/objects?path=x")
+        .body("x")
+        .send()
+        .await;
+    let write = write.unwrap();
+    assert_eq!(write.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        write.json::<Value>().await.unwrap()["message"],
+        "cannot write to protected branch"
+    );
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories/guarded/branches/main/commits",
+            json!({"message": "m", "allow_empty": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["message"], "cannot commit to protected branch");
+    // Merging into a protected branch is allowed.
+    server.upload("guarded", "work", "x", b"x").await;
+    server.commit("guarded", "work", "x").await;
+    let (status, _) = server
+        .json(Method::POST, "/repositories/guarded/refs/work/merge/main", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}

@@ -11,6 +11,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::protection::{check_write, BranchWrite};
 use super::refs::diff_json;
 use super::{blocking, committer, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::store::{CommitRequest, ResetKind};
@@ -50,6 +51,8 @@ struct BranchCreation {
     source: String,
     #[serde(default)]
     hidden: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 /// 201 with the source commit id as the body - plain text, not JSON, exactly as lakeFS answers.
@@ -58,6 +61,7 @@ async fn create(
     Path(repository): Path<String>,
     JsonBody(body): JsonBody<BranchCreation>,
 ) -> ApiResult<Response> {
+    check_write(&state.store, &repository, None, BranchWrite::Unprotected, body.force)?;
     let store = state.store.clone();
     let commit_id = blocking(move || store.create_branch(&repository, &body.name, &body.source, body.hidden)).await?;
     Ok((
@@ -73,7 +77,18 @@ async fn get_branch(Extension(state): AppState, Path((repository, branch)): Path
     Ok(json_status(StatusCode::OK, ref_json(&branch.id, &branch.head)))
 }
 
-async fn delete(Extension(state): AppState, Path((repository, branch)): Path<(String, String)>) -> ApiResult {
+async fn delete(
+    Extension(state): AppState,
+    Path((repository, branch)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.delete_branch(&repository, &branch)).await?;
     Ok(no_content())
@@ -85,6 +100,8 @@ struct ResetCreation {
     kind: String,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 /// `PUT /branches/{b}`: drop staged changes of one object, a prefix, or all of them.
@@ -93,6 +110,7 @@ async fn reset(
     Path((repository, branch)): Path<(String, String)>,
     JsonBody(body): JsonBody<ResetCreation>,
 ) -> ApiResult {
+    check_write(&state.store, &repository, Some(&branch), BranchWrite::Stage, body.force)?;
     let path = body.path.unwrap_or_default();
     let kind = match body.kind.as_str() {
         "object" if path.is_empty() => return Err(ApiError::bad_request("path is required for reset type object")),
@@ -112,6 +130,13 @@ async fn hard_reset(
     params: Params,
 ) -> ApiResult {
     let target = params.required("ref")?;
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Commit,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.hard_reset_branch(&repository, &branch, &target)).await?;
     Ok(no_content())
@@ -135,6 +160,8 @@ struct RevertCreation {
     commit_overrides: Option<CommitOverrides>,
     #[serde(default)]
     allow_empty: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn revert(
@@ -142,6 +169,13 @@ async fn revert(
     Path((repository, branch)): Path<(String, String)>,
     JsonBody(body): JsonBody<RevertCreation>,
 ) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        body.force,
+    )?;
     let overrides = body.commit_overrides.unwrap_or_default();
     let request = CommitRequest {
         message: overrides

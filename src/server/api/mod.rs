@@ -19,6 +19,7 @@ mod actions;
 mod branches;
 mod commits;
 mod objects;
+mod protection;
 mod refs;
 mod repositories;
 mod session;
@@ -107,6 +108,7 @@ fn router() -> &'static Router {
             .merge(commits::routes())
             .merge(refs::routes())
             .merge(objects::routes())
+            .merge(protection::routes())
             .merge(staging::routes())
             .merge(actions::routes())
             .method_not_allowed_fallback(method_not_allowed);

@@ -1,13 +1,13 @@
 //! Repositories (lakefs-api.md §4.1).
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::protection::{check_write, BranchWrite};
 use super::{blocking, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::store::Repository;
 
@@ -16,10 +16,6 @@ pub(super) fn routes() -> Router {
         .route("/repositories", get(list).post(create))
         .route("/repositories/{repository}", get(get_repository).delete(delete))
         .route("/repositories/{repository}/metadata", get(metadata))
-        .route(
-            "/repositories/{repository}/settings/branch_protection",
-            get(branch_protection),
-        )
 }
 
 pub(super) fn repository_json(repo: &Repository) -> Value {
@@ -52,7 +48,6 @@ struct RepositoryCreation {
     #[allow(dead_code)]
     sample_data: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     read_only: bool,
 }
 
@@ -89,15 +84,22 @@ async fn create(Extension(state): AppState, JsonBody(body): JsonBody<RepositoryC
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| "main".to_string());
     let store = state.store.clone();
-    let repo = blocking(move || store.create_repository(&body.name, &body.storage_namespace, &default_branch))
-        .await
-        .map_err(|e| {
-            if e.status == StatusCode::CONFLICT {
-                e.context("error creating repository")
-            } else {
-                e
-            }
-        })?;
+    let read_only = body.read_only;
+    let repo = blocking(move || {
+        let repo = store.create_repository(&body.name, &body.storage_namespace, &default_branch)?;
+        if read_only {
+            return store.set_repository_read_only(&repo.id, true);
+        }
+        Ok(repo)
+    })
+    .await
+    .map_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            e.context("error creating repository")
+        } else {
+            e
+        }
+    })?;
     Ok(json_status(StatusCode::CREATED, repository_json(&repo)))
 }
 
@@ -106,7 +108,14 @@ async fn get_repository(Extension(state): AppState, Path(repository): Path<Strin
     Ok(json_status(StatusCode::OK, repository_json(&repo)))
 }
 
-async fn delete(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult {
+async fn delete(Extension(state): AppState, Path(repository): Path<String>, params: Params) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        None,
+        BranchWrite::Unprotected,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.delete_repository(&repository)).await?;
     Ok(no_content())
@@ -115,14 +124,4 @@ async fn delete(Extension(state): AppState, Path(repository): Path<String>) -> A
 async fn metadata(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult {
     state.store.get_repository(&repository)?;
     Ok(json_status(StatusCode::OK, json!({})))
-}
-
-/// Branch protection is not supported: no rules, and clients that read them see none.
-async fn branch_protection(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult<Response> {
-    state.store.get_repository(&repository)?;
-    let mut response = json_status(StatusCode::OK, json!([]));
-    response
-        .headers_mut()
-        .insert(header::ETAG, header::HeaderValue::from_static("\"\""));
-    Ok(response.into_response())
 }
