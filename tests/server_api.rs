@@ -273,6 +273,24 @@ async fn repository_branch_and_tag_lifecycle() {
     let (status, _) = server.get("/repositories/lifecycle/branches?amount=1001").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // Hidden branches stay out of listings unless asked for.
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/lifecycle/branches",
+            json!({"name": "_hidden", "source": "main", "hidden": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, visible) = server.get("/repositories/lifecycle/branches").await;
+    assert!(!visible["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["id"] == "_hidden"));
+    let (_, all) = server.get("/repositories/lifecycle/branches?show_hidden=true").await;
+    assert!(all["results"].as_array().unwrap().iter().any(|b| b["id"] == "_hidden"));
+
     let (status, tag) = server
         .json(
             Method::POST,
@@ -671,6 +689,11 @@ async fn commit_diff_log_and_merge() {
         diff["results"][0],
         json!({"type": "added", "path": "b.txt", "path_type": "object", "size_bytes": 3})
     );
+    let (_, with_stats) = server
+        .get("/repositories/history/refs/main/diff/feature?include_right_stats=true")
+        .await;
+    assert_eq!(with_stats["results"][0]["right"]["checksum"], md5_hex(b"two").as_str());
+    assert!(with_stats["results"][0]["right"]["mtime"].as_i64().unwrap() > 0);
     let (status, base) = server.get("/repositories/history/refs/feature/merge/main").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(base["base_commit_id"], commit["id"]);
