@@ -114,6 +114,13 @@ fn three_way_merge(
     tree::store_tree(trees, &records)
 }
 
+/// Which way [`Store::replay_impl`] applies a commit's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replay {
+    Revert,
+    CherryPick,
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct ByGeneration(i64, String);
 
@@ -306,14 +313,22 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn revert_impl(
+    /// Revert (apply the inverse of a commit's change) or cherry-pick (apply the change) onto `branch`: a
+    /// three-way merge between the commit and its parent number `parent_number` (0 = the only parent), with the
+    /// branch head as destination and no conflict strategy.
+    pub(super) fn replay_impl(
         &self,
         repo: &str,
         branch: &str,
         ref_expr: &str,
         parent_number: u32,
         request: CommitRequest,
+        replay: Replay,
     ) -> Result<Commit, StoreError> {
+        let operation = match replay {
+            Replay::Revert => "revert",
+            Replay::CherryPick => "cherry-pick",
+        };
         let txn = self.db().begin_write()?;
         let commit = {
             require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
@@ -333,13 +348,17 @@ impl Store {
                 let parent_index = match (reverted.parents.len(), parent_number) {
                     (n, 0) if n > 1 => {
                         return Err(StoreError::NameConflict(format!(
-                            "revert {}: a merge commit needs a parent number",
+                            "{operation} {}: a merge commit needs a parent number",
                             reverted.id
                         )))
                     }
                     (_, 0) => 0,
                     (n, p) if (p as usize) <= n => p as usize - 1,
-                    (_, p) => return Err(StoreError::InvalidArgument(format!("revert: no parent number {p}"))),
+                    (_, p) => {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "{operation}: no parent number {p}"
+                        )))
+                    }
                 };
                 let parent_tree = match reverted.parents.get(parent_index) {
                     Some(id) => tables.require_commit(repo, id)?.meta_range_id,
@@ -351,21 +370,29 @@ impl Store {
             if !commits::staged_changes(&trees, &staging, repo, branch, &head.meta_range_id, true)?.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            let (base, source) = match replay {
+                Replay::Revert => (&reverted.meta_range_id, &parent_tree),
+                Replay::CherryPick => (&parent_tree, &reverted.meta_range_id),
+            };
             let tree_id = three_way_merge(
                 &mut trees,
                 &staging,
-                &reverted.meta_range_id,
-                &parent_tree,
+                base,
+                source,
                 &head.meta_range_id,
                 MergeStrategy::Default,
             )?;
             if tree_id == head.meta_range_id && !request.allow_empty {
                 return Err(StoreError::NoChanges);
             }
-            let message = if request.message.is_empty() {
-                format!("Revert {}", reverted.id)
-            } else {
-                request.message
+            let message = match replay {
+                _ if !request.message.is_empty() => request.message,
+                Replay::Revert => format!("Revert {}", reverted.id),
+                Replay::CherryPick => reverted.message,
+            };
+            let metadata = match replay {
+                Replay::CherryPick if request.metadata.is_empty() => reverted.metadata,
+                _ => request.metadata,
             };
             let commit = new_commit(CommitDraft {
                 parents: vec![head.id.clone()],
@@ -373,7 +400,7 @@ impl Store {
                 message,
                 creation_date: request.date.unwrap_or_else(super::now),
                 meta_range_id: tree_id,
-                metadata: request.metadata,
+                metadata,
                 generation: head.generation + 1,
             })?;
             commits::store_commit_and_move(&mut commits, &mut branches, repo, branch, record.hidden, &commit)?;

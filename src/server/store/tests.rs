@@ -560,22 +560,12 @@ fn log_filters_by_path_date_and_stop_point() {
         ..Default::default()
     };
     assert_eq!(ids(stop), vec![c4.clone(), c3.clone()]);
-    assert_eq!(
-        ids(LogRequest {
-            amount: 100,
-            ..Default::default()
-        }
-        .clone_after(&c2))
-        .len(),
-        2
-    );
-}
-
-impl LogRequest {
-    fn clone_after(mut self, after: &str) -> LogRequest {
-        self.after = after.to_string();
-        self
-    }
+    let after = LogRequest {
+        amount: 100,
+        after: c2.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(after).len(), 2, "c1 and the initial commit follow c2");
 }
 
 #[test]
@@ -603,4 +593,35 @@ fn reverting_a_merge_commit_needs_a_parent_number() {
         Err(StoreError::ObjectNotFound)
     ));
     assert!(store.stat_object("repo", "main", "base").is_ok());
+}
+
+#[test]
+fn cherry_pick_applies_one_commit_elsewhere() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "first", entry("1"), false).unwrap();
+    commit(&store, "dev", "first");
+    store.put_object("repo", "dev", "second", entry("2"), false).unwrap();
+    let mut request = CommitRequest {
+        message: "second".into(),
+        ..Default::default()
+    };
+    request.metadata.insert("k".into(), "v".into());
+    let second = store.commit("repo", "dev", request).unwrap();
+    let picked = store
+        .cherry_pick("repo", "main", &second.id, 0, CommitRequest::default())
+        .unwrap();
+    assert_eq!(
+        (picked.message.as_str(), picked.metadata.get("k").map(String::as_str)),
+        ("second", Some("v"))
+    );
+    assert!(store.stat_object("repo", "main", "second").is_ok());
+    assert!(matches!(
+        store.stat_object("repo", "main", "first"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    let again = store.cherry_pick("repo", "main", &second.id, 0, CommitRequest::default());
+    assert!(matches!(again, Err(StoreError::NoChanges)), "{again:?}");
 }
