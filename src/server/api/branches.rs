@@ -28,6 +28,10 @@ pub(super) fn routes() -> Router {
             put(hard_reset),
         )
         .route("/repositories/{repository}/branches/{branch}/revert", post(revert))
+        .route(
+            "/repositories/{repository}/branches/{branch}/cherry-pick",
+            post(cherry_pick),
+        )
         .route("/repositories/{repository}/branches/{branch}/diff", get(diff))
 }
 
@@ -189,6 +193,14 @@ async fn revert(
     let store = state.store.clone();
     blocking(move || store.revert(&repository, &branch, &body.reference, body.parent_number, request)).await?;
     Ok(no_content())
+}
+
+/// Not offered by this server; a clear 501 beats the generic "invalid API endpoint".
+async fn cherry_pick() -> ApiResult {
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "cherry-pick is not supported by this server",
+    ))
 }
 
 /// The branch's uncommitted changes.

@@ -9,7 +9,7 @@
 //!
 //! One file per resource; a handler parses its inputs, calls [`Store`](super::store::Store) and renders lakeFS's
 //! JSON. Every failure is an [`ApiError`], which renders lakeFS's `{"message": ...}` body; the mapping from
-//! [`StoreError`] to HTTP status lives in exactly one place ([`impl From<StoreError> for ApiError`]).
+//! [`StoreError`] to HTTP status lives in exactly one place (`impl From<StoreError> for ApiError`).
 //!
 //! lakeFS validates requests against its OpenAPI spec before a handler runs (required query parameters, `amount`
 //! in -1..=1000, JSON content type and schema); [`Params`] and [`JsonBody`] reproduce the parts clients can
