@@ -204,6 +204,22 @@ async fn repository_branch_and_tag_lifecycle() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "repository name too short");
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "second", "storage_namespace": "local://lifecycle/"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "namespace already in use: {body}");
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "s3repo", "storage_namespace": "s3://bucket/x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not the local blockstore");
     let (status, _) = server
         .json(Method::POST, "/repositories", json!({"name": "nonamespace"}))
         .await;

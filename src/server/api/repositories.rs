@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::protection::{check_write, BranchWrite};
 use super::{blocking, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
-use crate::server::store::Repository;
+use crate::server::store::{PageRequest, Repository, Store, StoreError, MAX_PAGE};
 
 pub(super) fn routes() -> Router {
     Router::new()
@@ -77,6 +77,31 @@ fn validate_namespace(namespace: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The repository already using `namespace`, if any: lakeFS refuses to share a namespace (it would find its own
+/// `_lakefs/` data there).
+fn namespace_owner(store: &Store, namespace: &str) -> Result<Option<String>, StoreError> {
+    let wanted = namespace.trim_end_matches('/');
+    let mut page = PageRequest {
+        prefix: String::new(),
+        after: String::new(),
+        amount: MAX_PAGE,
+    };
+    loop {
+        let listed = store.list_repositories(&page)?;
+        if let Some(repo) = listed
+            .items
+            .iter()
+            .find(|r| r.storage_namespace.trim_end_matches('/') == wanted)
+        {
+            return Ok(Some(repo.id.clone()));
+        }
+        match listed.items.last() {
+            Some(last) if listed.has_more => page.after = last.id.clone(),
+            _ => return Ok(None),
+        }
+    }
+}
+
 async fn create(Extension(state): AppState, JsonBody(body): JsonBody<RepositoryCreation>) -> ApiResult {
     validate_namespace(&body.storage_namespace)?;
     let default_branch = body
@@ -86,6 +111,14 @@ async fn create(Extension(state): AppState, JsonBody(body): JsonBody<RepositoryC
     let store = state.store.clone();
     let read_only = body.read_only;
     let repo = blocking(move || {
+        if let Some(owner) = namespace_owner(&store, &body.storage_namespace)? {
+            if owner != body.name {
+                return Err(StoreError::InvalidArgument(format!(
+                    "failed to create repository: storage namespace {} already in use",
+                    body.storage_namespace
+                )));
+            }
+        }
         let repo = store.create_repository(&body.name, &body.storage_namespace, &default_branch)?;
         if read_only {
             return store.set_repository_read_only(&repo.id, true);
