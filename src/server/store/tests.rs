@@ -625,3 +625,38 @@ fn cherry_pick_applies_one_commit_elsewhere() {
     let again = store.cherry_pick("repo", "main", &second.id, 0, CommitRequest::default());
     assert!(matches!(again, Err(StoreError::NoChanges)), "{again:?}");
 }
+
+#[test]
+fn bulk_delete_reports_invalid_paths_and_deletes_the_rest() {
+    let (_dir, store) = setup();
+    store
+        .put_object("repo", "main", "committed", entry("c"), false)
+        .unwrap();
+    commit(&store, "main", "c1");
+    store.put_object("repo", "main", "staged", entry("s"), false).unwrap();
+    let paths = vec![
+        "committed".to_string(),
+        "staged".to_string(),
+        String::new(),
+        "missing".to_string(),
+    ];
+    let failures = store.delete_objects("repo", "main", &paths).unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "");
+    assert!(matches!(failures[0].1, StoreError::InvalidArgument(_)));
+    assert!(store
+        .list_objects("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+    let diff = store.diff_branch("repo", "main", &page("", "", 10), None).unwrap();
+    assert_eq!(diff.items.len(), 1, "only the committed path leaves a tombstone");
+    assert!(matches!(
+        store.delete_objects("repo", "nope", &paths),
+        Err(StoreError::BranchNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_repository("nope"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
