@@ -1041,6 +1041,27 @@ async fn revert_hard_reset_and_ref_expressions() {
     let (_, log) = server.get("/repositories/undo/refs/main/commits?amount=1").await;
     assert_eq!(log["pagination"]["has_more"], true);
     assert_ne!(log["results"][0]["id"], second["id"]);
+    assert_eq!(
+        log["results"][0]["message"],
+        format!("Revert {}", second["id"].as_str().unwrap())
+    );
+
+    // Cherry-pick v2 back onto main: f is v2 again, with v2's message.
+    let (status, picked) = server
+        .json(
+            Method::POST,
+            "/repositories/undo/branches/main/cherry-pick",
+            json!({"ref": second["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{picked}");
+    assert_eq!(picked["message"], "v2");
+    let current = server
+        .req(Method::GET, "/repositories/undo/refs/main/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.bytes().await.unwrap().as_ref(), b"v2");
 
     // Hard reset refuses a dirty branch, then moves the head back.
     server.upload("undo", "main", "g", b"staged").await;

@@ -11,6 +11,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::commits::commit_json;
 use super::protection::{check_write, BranchWrite};
 use super::refs::diff_json;
 use super::{blocking, committer, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
@@ -182,9 +183,8 @@ async fn revert(
     )?;
     let overrides = body.commit_overrides.unwrap_or_default();
     let request = CommitRequest {
-        message: overrides
-            .message
-            .unwrap_or_else(|| format!("Revert {}", body.reference)),
+        // Empty: the store writes lakeFS's "Revert <commit id>".
+        message: overrides.message.unwrap_or_default(),
         metadata: overrides.metadata.unwrap_or_default(),
         date: None,
         allow_empty: body.allow_empty,
@@ -195,12 +195,44 @@ async fn revert(
     Ok(no_content())
 }
 
-/// Not offered by this server; a clear 501 beats the generic "invalid API endpoint".
-async fn cherry_pick() -> ApiResult {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "cherry-pick is not supported by this server",
-    ))
+#[derive(Deserialize)]
+struct CherryPickCreation {
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    parent_number: Option<u32>,
+    #[serde(default)]
+    commit_overrides: Option<CommitOverrides>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// 201 with the new commit; without overrides it keeps the picked commit's message and metadata.
+async fn cherry_pick(
+    Extension(state): AppState,
+    Path((repository, branch)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CherryPickCreation>,
+) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        body.force,
+    )?;
+    let overrides = body.commit_overrides.unwrap_or_default();
+    let request = CommitRequest {
+        message: overrides.message.unwrap_or_default(),
+        metadata: overrides.metadata.unwrap_or_default(),
+        date: None,
+        allow_empty: false,
+        committer: committer(),
+    };
+    let parent_number = body.parent_number.unwrap_or(0);
+    let store = state.store.clone();
+    let commit =
+        blocking(move || store.cherry_pick(&repository, &branch, &body.reference, parent_number, request)).await?;
+    Ok(json_status(StatusCode::CREATED, commit_json(&commit)))
 }
 
 /// The branch's uncommitted changes.
