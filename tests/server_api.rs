@@ -241,6 +241,10 @@ async fn repository_branch_and_tag_lifecycle() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(repos["pagination"]["max_per_page"], 1000);
     assert_eq!(repos["results"][0]["id"], "lifecycle");
+    let (_, found) = server.get("/repositories?search=cycle").await;
+    assert_eq!(found["results"][0]["id"], "lifecycle");
+    let (_, none) = server.get("/repositories?search=nomatch").await;
+    assert_eq!(none["results"], json!([]));
 
     let (_, main) = server.get("/repositories/lifecycle/branches/main").await;
     let head = main["commit_id"].as_str().unwrap().to_string();

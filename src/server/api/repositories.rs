@@ -29,13 +29,39 @@ pub(super) fn repository_json(repo: &Repository) -> Value {
     })
 }
 
+/// `search` keeps repositories whose id contains the string (lakeFS's filter), paging over the matches.
 async fn list(Extension(state): AppState, params: Params) -> ApiResult {
     let page = params.page()?;
+    let search = params.get_or_empty("search");
     let store = state.store.clone();
-    let listed = blocking(move || store.list_repositories(&page)).await?;
-    let last = listed.items.last().map(|r| r.id.clone());
-    let results: Vec<Value> = listed.items.iter().map(repository_json).collect();
-    Ok(paginated(results, listed.has_more, last))
+    let (items, has_more) = blocking(move || {
+        if search.is_empty() {
+            let listed = store.list_repositories(&page)?;
+            return Ok((listed.items, listed.has_more));
+        }
+        let wanted = page.amount;
+        let mut scan = PageRequest {
+            amount: MAX_PAGE,
+            ..page
+        };
+        let mut matches = Vec::new();
+        loop {
+            let listed = store.list_repositories(&scan)?;
+            matches.extend(listed.items.iter().filter(|r| r.id.contains(search.as_str())).cloned());
+            if matches.len() > wanted {
+                matches.truncate(wanted);
+                return Ok((matches, true));
+            }
+            match listed.items.last() {
+                Some(last) if listed.has_more => scan.after = last.id.clone(),
+                _ => return Ok((matches, false)),
+            }
+        }
+    })
+    .await?;
+    let last = items.last().map(|r| r.id.clone());
+    let results: Vec<Value> = items.iter().map(repository_json).collect();
+    Ok(paginated(results, has_more, last))
 }
 
 #[derive(Deserialize)]
