@@ -9,6 +9,10 @@
 //! the other side is walked newest-generation first and the first marked commit wins. Merge and revert build the
 //! result tree and write the commit and the branch move in one redb write transaction; a conflict without a
 //! strategy returns before anything is written.
+//!
+//! Merge, revert, cherry-pick and hard reset require a clean branch. Staged entries identical to the head (and
+//! tombstones of absent paths) do not make a branch dirty, but they are dropped when the head moves: over the new
+//! head they would no longer be no-ops.
 
 use std::collections::{BinaryHeap, HashSet};
 
@@ -192,7 +196,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let dest_record = require_branch(&branches, repo, destination)?;
             let (source_commit, dest_head, base_tree) = {
                 let tags = txn.open_table(TAGS)?;
@@ -213,6 +217,8 @@ impl Store {
             if !dirty.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, destination]))?;
             let tree_id = three_way_merge(
                 &mut trees,
                 &staging,
@@ -335,7 +341,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let record = require_branch(&branches, repo, branch)?;
             let (reverted, parent_tree, head) = {
                 let tags = txn.open_table(TAGS)?;
@@ -370,6 +376,8 @@ impl Store {
             if !commits::staged_changes(&trees, &staging, repo, branch, &head.meta_range_id, true)?.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, branch]))?;
             let (base, source) = match replay {
                 Replay::Revert => (&reverted.meta_range_id, &parent_tree),
                 Replay::CherryPick => (&parent_tree, &reverted.meta_range_id),

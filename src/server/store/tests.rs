@@ -660,3 +660,26 @@ fn bulk_delete_reports_invalid_paths_and_deletes_the_rest() {
         Err(StoreError::RepositoryNotFound)
     ));
 }
+
+#[test]
+fn merge_drops_staged_leftovers_identical_to_the_old_head() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    commit(&store, "main", "c1");
+    store.create_branch("repo", "src", "main", false).unwrap();
+    store.delete_object("repo", "src", "f").unwrap();
+    commit(&store, "src", "delete f");
+    // Re-staging the committed version is no change, so main is clean and the merge may run...
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    store.merge("repo", "src", "main", MergeRequest::default()).unwrap();
+    // ...but the leftover must not resurrect `f` over the merged head.
+    assert!(matches!(
+        store.stat_object("repo", "main", "f"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store
+        .diff_branch("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+}
