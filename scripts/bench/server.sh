@@ -14,8 +14,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 cargo build --release -q --bin lakefs-fuse --example s3_throughput
-bin=target/release/lakefs-fuse
-tool=target/release/examples/s3_throughput
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/lakefs-fuse
+tool=$target/release/examples/s3_throughput
 garage=${GARAGE:-$(command -v garage || echo /opt/garage/bin/garage)}
 
 echo "generating a ${size_mib} MiB file..." >&2
@@ -75,7 +76,7 @@ EOT
   "$garage" -c "$g/garage.toml" server >"$g/log" 2>&1 &
   pids+=("$!")
   sleep 2
-  node=$("$garage" -c "$g/garage.toml" status 2>/dev/null | awk '/^[0-9a-f]{16}/ {print $1; exit}')
+  node=$("$garage" -c "$g/garage.toml" status 2>/dev/null | grep -oE '^[0-9a-f]{16}' | head -1)
   "$garage" -c "$g/garage.toml" layout assign -z dc1 -c 100G "$node" >/dev/null
   "$garage" -c "$g/garage.toml" layout apply --version 1 >/dev/null
   "$garage" -c "$g/garage.toml" bucket create bench >/dev/null
