@@ -297,6 +297,27 @@ async fn writes_need_a_branch_and_honour_preconditions() {
         .unwrap_err();
     assert_eq!(status(&err), 404);
 
+    // A wrong flexible checksum is caught too.
+    let err = s
+        .client
+        .put_object()
+        .bucket(REPO)
+        .key("main/crc")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from_static(b"payload"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (400, "BadDigest"));
+    assert!(s
+        .client
+        .head_object()
+        .bucket(REPO)
+        .key("main/crc")
+        .send()
+        .await
+        .is_err());
+
     // Keys are keys, not paths.
     put(&s.client, "main/../../escape", b"dots").await;
     assert_eq!(get(&s.client, "main/../../escape").await, b"dots");
@@ -996,7 +1017,15 @@ async fn malformed_requests_do_not_crash() {
             request
                 .headers_mut()
                 .insert("content-length", malformed.len().to_string());
-            request.headers_mut().remove("content-md5");
+            // The checksums were computed over the original body.
+            for name in [
+                "content-md5",
+                "x-amz-checksum-crc32",
+                "x-amz-checksum-crc32c",
+                "x-amz-checksum-crc64nvme",
+            ] {
+                request.headers_mut().remove(name);
+            }
         })
         .send()
         .await

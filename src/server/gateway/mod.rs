@@ -11,6 +11,7 @@
 
 mod body;
 mod bucket;
+mod checksum;
 mod chunked;
 mod error;
 mod list;
