@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::meta::{self, BranchRecord, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
 use super::refs::{self, RefTables};
 use super::repos::{require_branch, require_repository};
-use super::tree::{self, SortedCursor, EMPTY_TREE};
+use super::tree::{self, Record, SortedCursor, EMPTY_TREE};
 use super::{Commit, CommitRequest, LogRequest, ObjectEntry, Page, Store, StoreError};
 
 /// Commit format version reported in `Commit.version`.
@@ -89,14 +89,10 @@ pub(super) fn staged_changes(
 }
 
 /// Sorted records of `tree_id` with `changes` applied.
-pub(super) fn apply_changes(
-    trees: &impl Kv,
-    tree_id: &str,
-    changes: &Changes,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(super) fn apply_changes(trees: &impl Kv, tree_id: &str, changes: &Changes) -> Result<Vec<Record>, StoreError> {
     let mut out = Vec::new();
     let mut pending = changes.iter().peekable();
-    let push_change = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, path: &Vec<u8>, change: &Option<Vec<u8>>| {
+    let push_change = |out: &mut Vec<Record>, path: &Vec<u8>, change: &Option<Vec<u8>>| {
         if let Some(value) = change {
             out.push((path.clone(), value.clone()));
         }

@@ -11,13 +11,15 @@
 use std::ops::Bound;
 
 use super::meta::{self, Kv};
-use super::tree::ViewCursor;
+use super::tree::{Record, ViewCursor};
 use super::{ListEntry, Page, StoreError};
 
 /// A sorted stream of `(path, item)` that can be repositioned.
 pub(super) trait Seekable {
     type Item;
     fn seek(&mut self, from: Bound<&[u8]>) -> Result<(), StoreError>;
+    /// The next `(path, item)`.
+    #[allow(clippy::type_complexity)]
     fn next_item(&mut self) -> Result<Option<(Vec<u8>, Self::Item)>, StoreError>;
 }
 
@@ -28,7 +30,7 @@ impl<T: Kv> Seekable for ViewCursor<'_, T> {
         ViewCursor::seek(self, from)
     }
 
-    fn next_item(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn next_item(&mut self) -> Result<Option<Record>, StoreError> {
         self.next_raw()
     }
 }

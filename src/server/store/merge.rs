@@ -17,7 +17,7 @@ use super::diff::ThreeWay;
 use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
 use super::refs::{self, RefTables};
 use super::repos::{require_branch, require_repository};
-use super::tree::{self, ViewCursor, ViewSource, EMPTY_TREE};
+use super::tree::{self, Record, ViewCursor, ViewSource, EMPTY_TREE};
 use super::{
     Commit, CommitId, CommitRequest, MergeBase, MergeRequest, MergeStrategy, ObjectEntry, ResetKind, Store, StoreError,
 };
@@ -58,44 +58,60 @@ pub(super) fn resolve_path(
     })
 }
 
-/// The merged tree's records and the conflicting paths (resolved per `strategy`, reported either way).
-fn three_way_records<T: Kv>(
-    trees: &T,
-    staging: &T,
+/// Merges `source_tree` into `dest_tree` relative to `base_tree`, stores the result and returns its id. Conflicts
+/// fail with [`StoreError::MergeConflict`] under [`MergeStrategy::Default`] and are resolved one way otherwise.
+///
+/// When one side did not change since the base the result is the other side's tree, found without reading a
+/// single entry: the common "merge a work branch into an idle branch" costs O(1).
+fn three_way_merge(
+    trees: &mut redb::Table<&'static [u8], &'static [u8]>,
+    staging: &redb::Table<&'static [u8], &'static [u8]>,
     base_tree: &str,
     source_tree: &str,
     dest_tree: &str,
     strategy: MergeStrategy,
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<String>), StoreError> {
-    let source_of = |id: &str| ViewSource {
-        tree_id: id.to_string(),
-        staging: None,
-    };
-    let mut walk = ThreeWay {
-        base: ViewCursor::new(trees, staging, &source_of(base_tree), b"")?,
-        source: ViewCursor::new(trees, staging, &source_of(source_tree), b"")?,
-        dest: ViewCursor::new(trees, staging, &source_of(dest_tree), b"")?,
-    };
-    let mut records = Vec::new();
-    let mut conflicts = Vec::new();
-    while let Some((path, base, source, dest)) = walk.next_path()? {
-        let outcome = resolve_path(base.as_deref(), source.as_deref(), dest.as_deref())?;
-        let winner = match outcome {
-            PathOutcome::KeepDest => dest,
-            PathOutcome::TakeSource => source,
-            PathOutcome::Conflict => {
-                conflicts.push(meta::utf8(&path)?.to_string());
-                match strategy {
-                    MergeStrategy::SourceWins => source,
-                    MergeStrategy::DestWins | MergeStrategy::Default => dest,
-                }
-            }
-        };
-        if let Some(value) = winner {
-            records.push((path, value));
-        }
+) -> Result<String, StoreError> {
+    if source_tree == base_tree || source_tree == dest_tree {
+        return Ok(dest_tree.to_string());
     }
-    Ok((records, conflicts))
+    if dest_tree == base_tree {
+        return Ok(source_tree.to_string());
+    }
+    let (records, conflicts) = {
+        let trees = &*trees;
+        let view = |id: &str| ViewSource {
+            tree_id: id.to_string(),
+            staging: None,
+        };
+        let mut walk = ThreeWay {
+            base: ViewCursor::new(trees, staging, &view(base_tree), b"")?,
+            source: ViewCursor::new(trees, staging, &view(source_tree), b"")?,
+            dest: ViewCursor::new(trees, staging, &view(dest_tree), b"")?,
+        };
+        let mut records: Vec<Record> = Vec::new();
+        let mut conflicts = Vec::new();
+        while let Some((path, base, source, dest)) = walk.next_path()? {
+            let winner = match resolve_path(base.as_deref(), source.as_deref(), dest.as_deref())? {
+                PathOutcome::KeepDest => dest,
+                PathOutcome::TakeSource => source,
+                PathOutcome::Conflict => {
+                    conflicts.push(meta::utf8(&path)?.to_string());
+                    match strategy {
+                        MergeStrategy::SourceWins => source,
+                        MergeStrategy::DestWins | MergeStrategy::Default => dest,
+                    }
+                }
+            };
+            if let Some(value) = winner {
+                records.push((path, value));
+            }
+        }
+        (records, conflicts)
+    };
+    if !conflicts.is_empty() && strategy == MergeStrategy::Default {
+        return Err(StoreError::MergeConflict { paths: conflicts });
+    }
+    tree::store_tree(trees, &records)
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -190,22 +206,17 @@ impl Store {
             if !dirty.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
-            let (records, conflicts) = three_way_records(
-                &trees,
+            let tree_id = three_way_merge(
+                &mut trees,
                 &staging,
                 &base_tree,
                 &source_commit.meta_range_id,
                 &dest_head.meta_range_id,
                 request.strategy,
             )?;
-            if !conflicts.is_empty() && request.strategy == MergeStrategy::Default {
-                return Err(StoreError::MergeConflict { paths: conflicts });
-            }
-            let tree_id = tree::tree_id_of(&records);
             if tree_id == dest_head.meta_range_id && !request.allow_empty {
                 return Err(StoreError::NoChanges);
             }
-            tree::store_tree(&mut trees, &records)?;
             let mut parents = vec![dest_head.id.clone()];
             let mut generation = dest_head.generation;
             if !request.squash {
@@ -340,22 +351,17 @@ impl Store {
             if !commits::staged_changes(&trees, &staging, repo, branch, &head.meta_range_id, true)?.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
-            let (records, conflicts) = three_way_records(
-                &trees,
+            let tree_id = three_way_merge(
+                &mut trees,
                 &staging,
                 &reverted.meta_range_id,
                 &parent_tree,
                 &head.meta_range_id,
                 MergeStrategy::Default,
             )?;
-            if !conflicts.is_empty() {
-                return Err(StoreError::MergeConflict { paths: conflicts });
-            }
-            let tree_id = tree::tree_id_of(&records);
             if tree_id == head.meta_range_id && !request.allow_empty {
                 return Err(StoreError::NoChanges);
             }
-            tree::store_tree(&mut trees, &records)?;
             let message = if request.message.is_empty() {
                 format!("Revert {}", reverted.id)
             } else {

@@ -14,6 +14,7 @@
 //! | `trees`        | `tree_id\0path`           | [`ObjectEntry`] JSON                       |
 //! | `staging`      | `repo\0branch\0path`      | [`ObjectEntry`] JSON, or empty = tombstone |
 //! | `action_runs`  | `repo\0run_id`            | [`ActionRun`] JSON                         |
+//! | `settings`     | `repo\0name`              | opaque text (e.g. branch protection JSON)  |
 //!
 //! Every write transaction uses redb's default `Durability::Immediate`: when `commit()` returns the change is on
 //! disk, so an acknowledged write survives `kill -9` and power loss.
@@ -35,9 +36,19 @@ pub(super) const COMMITS: KvTable = TableDefinition::new("commits");
 pub(super) const TREES: KvTable = TableDefinition::new("trees");
 pub(super) const STAGING: KvTable = TableDefinition::new("staging");
 pub(super) const ACTION_RUNS: KvTable = TableDefinition::new("action_runs");
+pub(super) const SETTINGS: KvTable = TableDefinition::new("settings");
 
 /// Every table, for creating them all when the database is first opened.
-pub(super) const ALL_TABLES: [KvTable; 7] = [REPOSITORIES, BRANCHES, TAGS, COMMITS, TREES, STAGING, ACTION_RUNS];
+pub(super) const ALL_TABLES: [KvTable; 8] = [
+    REPOSITORIES,
+    BRANCHES,
+    TAGS,
+    COMMITS,
+    TREES,
+    STAGING,
+    ACTION_RUNS,
+    SETTINGS,
+];
 
 /// Stored form of a branch (the id is the key).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -118,7 +129,10 @@ pub(super) fn any_with_prefix(table: &impl Kv, prefix: &[u8]) -> Result<bool, St
 
 /// The key range `[lower, upper)` in which names under `key_prefix` start with `page.prefix` and sort strictly
 /// after `page.after`. `None` when the range is empty.
-pub(super) fn page_bounds(key_prefix: &[u8], prefix: &str, after: &str) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+/// A key range as owned bounds.
+pub(super) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+pub(super) fn page_bounds(key_prefix: &[u8], prefix: &str, after: &str) -> Option<KeyRange> {
     let mut with_prefix = key_prefix.to_vec();
     with_prefix.extend_from_slice(prefix.as_bytes());
     let upper = match successor(&with_prefix) {
@@ -176,7 +190,8 @@ pub(super) fn as_slice_bound(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
-/// Removes every key in `[prefix, successor(prefix))`.
+/// Removes every key in `[prefix, successor(prefix))`. Collecting the keys and removing them one by one is several
+/// times faster than redb's `retain_in` for large ranges (a 100,000-entry staging area).
 pub(super) fn remove_prefix(
     table: &mut redb::Table<&'static [u8], &'static [u8]>,
     prefix: &[u8],
@@ -186,7 +201,13 @@ pub(super) fn remove_prefix(
         Some(u) => Bound::Excluded(u.as_slice()),
         None => Bound::Unbounded,
     };
-    table.retain_in::<&[u8], _>((Bound::Included(prefix), upper), |_, _| false)?;
+    let keys: Vec<Vec<u8>> = table
+        .range::<&[u8]>((Bound::Included(prefix), upper))?
+        .map(|item| item.map(|(k, _)| k.value().to_vec()))
+        .collect::<Result<_, _>>()?;
+    for key in keys {
+        table.remove(key.as_slice())?;
+    }
     Ok(())
 }
 

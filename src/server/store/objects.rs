@@ -126,6 +126,31 @@ impl Store {
         Ok(entry)
     }
 
+    pub(super) fn put_objects_impl(
+        &self,
+        repo: &str,
+        branch: &str,
+        objects: &[(String, ObjectEntry)],
+    ) -> Result<(), StoreError> {
+        for (path, _) in objects {
+            refs::validate_path(path)?;
+        }
+        let txn = self.db().begin_write()?;
+        {
+            require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
+            require_branch(&txn.open_table(BRANCHES)?, repo, branch)?;
+            let mut staging = txn.open_table(STAGING)?;
+            for (path, entry) in objects {
+                staging.insert(
+                    meta::key(&[repo, branch, path]).as_slice(),
+                    meta::to_json(entry)?.as_slice(),
+                )?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     pub(super) fn delete_object_impl(&self, repo: &str, branch: &str, path: &str) -> Result<(), StoreError> {
         refs::validate_path(path)?;
         let failures = self.delete_objects_impl(repo, branch, &[path.to_string()])?;

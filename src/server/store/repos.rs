@@ -1,7 +1,7 @@
 //! Repositories, branches and tags.
 
 use super::commits::{new_commit, CommitDraft};
-use super::meta::{self, BranchRecord, Kv, ACTION_RUNS, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS};
+use super::meta::{self, BranchRecord, Kv, ACTION_RUNS, BRANCHES, COMMITS, REPOSITORIES, SETTINGS, STAGING, TAGS};
 use super::refs::{self, RefTables};
 use super::tree::EMPTY_TREE;
 use super::{Branch, CommitId, Page, PageRequest, Repository, Store, StoreError, Tag};
@@ -85,7 +85,7 @@ impl Store {
                 return Err(StoreError::RepositoryNotFound);
             }
             let below = meta::key_prefix(&[id]);
-            for table in [BRANCHES, TAGS, COMMITS, STAGING, ACTION_RUNS] {
+            for table in [BRANCHES, TAGS, COMMITS, STAGING, ACTION_RUNS, SETTINGS] {
                 meta::remove_prefix(&mut txn.open_table(table)?, &below)?;
             }
             // Trees are content-addressed and may be shared with other repositories; they stay.
@@ -248,6 +248,46 @@ impl Store {
             {
                 return Err(StoreError::TagNotFound);
             }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn set_repository_read_only_impl(&self, id: &str, read_only: bool) -> Result<Repository, StoreError> {
+        let txn = self.db().begin_write()?;
+        let repository = {
+            let mut repositories = txn.open_table(REPOSITORIES)?;
+            let mut repository = require_repository(&repositories, id)?;
+            repository.read_only = read_only;
+            repositories.insert(id.as_bytes(), meta::to_json(&repository)?.as_slice())?;
+            repository
+        };
+        txn.commit()?;
+        Ok(repository)
+    }
+
+    pub(super) fn get_setting_impl(&self, repo: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db().begin_read()?;
+        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
+        match meta::get_raw(&txn.open_table(SETTINGS)?, &meta::key(&[repo, name]))? {
+            Some(raw) => Ok(Some(meta::utf8(&raw)?.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn set_setting_impl(&self, repo: &str, name: &str, value: Option<&str>) -> Result<(), StoreError> {
+        if name.is_empty() || name.contains('\0') {
+            return Err(StoreError::InvalidArgument("setting: invalid name".to_string()));
+        }
+        let txn = self.db().begin_write()?;
+        {
+            require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
+            let mut settings = txn.open_table(SETTINGS)?;
+            let key = meta::key(&[repo, name]);
+            match value {
+                Some(value) => settings.insert(key.as_slice(), value.as_bytes())?,
+                None => settings.remove(key.as_slice())?,
+            };
         }
         txn.commit()?;
         Ok(())

@@ -374,3 +374,223 @@ fn staged_changes_are_per_branch() {
         Err(StoreError::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn diffs_group_by_delimiter_and_page() {
+    let (_dir, store) = setup();
+    for p in ["a/1", "a/2", "b", "c/x/1"] {
+        store.put_object("repo", "main", p, entry(p), false).unwrap();
+    }
+    let c1 = commit(&store, "main", "c1");
+    store
+        .put_object("repo", "main", "a/2", entry("changed"), false)
+        .unwrap();
+    store.put_object("repo", "main", "a/3", entry("new"), false).unwrap();
+    store.delete_object("repo", "main", "b").unwrap();
+    let grouped = store.diff_branch("repo", "main", &page("", "", 10), Some("/")).unwrap();
+    let got: Vec<(&str, DiffType, bool)> = grouped
+        .items
+        .iter()
+        .map(|d| (d.path.as_str(), d.kind, d.is_prefix))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("a/", DiffType::PrefixChanged, true), ("b", DiffType::Removed, false)]
+    );
+    let first = store.diff_branch("repo", "main", &page("a/", "", 1), None).unwrap();
+    assert_eq!(
+        (first.items[0].path.as_str(), first.items[0].kind, first.has_more),
+        ("a/2", DiffType::Changed, true)
+    );
+    let second = store.diff_branch("repo", "main", &page("a/", "a/2", 1), None).unwrap();
+    assert_eq!(
+        (second.items[0].path.as_str(), second.items[0].kind, second.has_more),
+        ("a/3", DiffType::Added, false)
+    );
+    assert_eq!(second.items[0].right.as_ref().map(|e| e.size), Some(3));
+
+    // Refs diffs compare commits; `branch$` on the right of a two-dot diff adds the staged changes.
+    let head_only = store
+        .diff_refs("repo", &c1.id, "main", DiffKind::TwoDot, &page("", "", 10), None)
+        .unwrap();
+    assert!(head_only.items.is_empty());
+    let staged = store
+        .diff_refs("repo", &c1.id, "main$", DiffKind::TwoDot, &page("", "", 10), None)
+        .unwrap();
+    assert_eq!(staged.items.len(), 3);
+    assert!(matches!(
+        store.diff_refs("repo", "main$", "main", DiffKind::TwoDot, &page("", "", 10), None),
+        Err(StoreError::InvalidRef(_))
+    ));
+    assert!(matches!(
+        store.diff_refs("repo", &c1.id, "main$", DiffKind::ThreeDot, &page("", "", 10), None),
+        Err(StoreError::InvalidRef(_))
+    ));
+}
+
+#[test]
+fn action_runs_list_in_run_id_order_with_filters() {
+    let (_dir, store) = setup();
+    let run = |id: &str, branch: &str, commit: &str| ActionRun {
+        run_id: id.to_string(),
+        branch: branch.to_string(),
+        start_time: "2026-01-01T00:00:00Z".to_string(),
+        end_time: Some("2026-01-01T00:00:01Z".to_string()),
+        event_type: "pre-commit".to_string(),
+        status: "completed".to_string(),
+        commit_id: commit.to_string(),
+        hooks: vec![],
+    };
+    store.record_action_run("repo", &run("r2", "main", "c2")).unwrap();
+    store.record_action_run("repo", &run("r1", "dev", "c1")).unwrap();
+    store.record_action_run("repo", &run("r3", "main", "")).unwrap();
+    let ids = |branch: Option<&str>, commit: Option<&str>, after: &str| -> Vec<String> {
+        let page = store
+            .list_action_runs("repo", branch, commit, &page("", after, 10))
+            .unwrap();
+        page.items.into_iter().map(|r| r.run_id).collect()
+    };
+    assert_eq!(ids(None, None, ""), vec!["r1", "r2", "r3"]);
+    assert_eq!(ids(Some("main"), None, ""), vec!["r2", "r3"]);
+    assert_eq!(ids(None, Some("c1"), ""), vec!["r1"]);
+    assert_eq!(ids(None, None, "r1"), vec!["r2", "r3"]);
+    assert_eq!(store.get_action_run("repo", "r3").unwrap().commit_id, "");
+    assert!(matches!(
+        store.get_action_run("repo", "nope"),
+        Err(StoreError::RefNotFound(_))
+    ));
+    assert!(matches!(
+        store.record_action_run("nope", &run("x", "main", "")),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
+
+#[test]
+fn settings_and_read_only_flag_persist_per_repository() {
+    let (_dir, store) = setup();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    store
+        .set_setting("repo", "branch_protection", Some(r#"[{"pattern":"main"}]"#))
+        .unwrap();
+    assert_eq!(
+        store.get_setting("repo", "branch_protection").unwrap().as_deref(),
+        Some(r#"[{"pattern":"main"}]"#)
+    );
+    store.set_setting("repo", "branch_protection", None).unwrap();
+    assert_eq!(store.get_setting("repo", "branch_protection").unwrap(), None);
+    assert!(store.set_repository_read_only("repo", true).unwrap().read_only);
+    assert!(store.get_repository("repo").unwrap().read_only);
+    assert!(matches!(
+        store.get_setting("nope", "x"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
+
+#[test]
+fn open_sweeps_stale_temp_files_but_keeps_multipart_state() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("tmp").join("dead.part"), b"half a body").unwrap();
+    std::fs::write(dir.path().join("multipart").join("upload-1"), b"part").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(store.multipart_dir().join("upload-1").exists());
+}
+
+#[test]
+fn log_filters_by_path_date_and_stop_point() {
+    let (_dir, store) = setup();
+    let at = |date: i64, path: &str, content: &str| {
+        store.put_object("repo", "main", path, entry(content), false).unwrap();
+        let request = CommitRequest {
+            message: path.to_string(),
+            date: Some(date),
+            ..Default::default()
+        };
+        store.commit("repo", "main", request).unwrap().id
+    };
+    let c1 = at(1_000, "data/a", "1");
+    let c2 = at(2_000, "other", "2");
+    let c3 = at(3_000, "data/b", "3");
+    let c4 = at(4_000, "data/a", "4");
+    let ids = |request: LogRequest| -> Vec<String> {
+        store
+            .log("repo", "main", &request)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    let all = ids(LogRequest {
+        amount: 100,
+        ..Default::default()
+    });
+    assert_eq!(all.len(), 5);
+    assert_eq!(&all[..4], &[c4.clone(), c3.clone(), c2.clone(), c1.clone()]);
+    let prefix = LogRequest {
+        amount: 100,
+        prefixes: vec!["data/".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(prefix), vec![c4.clone(), c3.clone(), c1.clone()]);
+    let object = LogRequest {
+        amount: 100,
+        objects: vec!["data/a".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(object), vec![c4.clone(), c1.clone()]);
+    let limited = LogRequest {
+        amount: 1,
+        objects: vec!["data/a".into()],
+        limit: true,
+        ..Default::default()
+    };
+    let page = store.log("repo", "main", &limited).unwrap();
+    assert_eq!((page.items.len(), page.has_more), (1, false));
+    let since = LogRequest {
+        amount: 100,
+        since: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(ids(since), vec![c4.clone(), c3.clone(), c2.clone()]);
+    let stop = LogRequest {
+        amount: 100,
+        stop_at: Some(c3.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(stop), vec![c4.clone(), c3.clone()]);
+    let after = LogRequest {
+        amount: 100,
+        after: c2.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(after).len(), 2, "c1 and the initial commit follow c2");
+}
+
+#[test]
+fn reverting_a_merge_commit_needs_a_parent_number() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "feature", entry("f"), false).unwrap();
+    commit(&store, "dev", "feature");
+    let merge = store.merge("repo", "dev", "main", MergeRequest::default()).unwrap();
+    let no_parent = store.revert("repo", "main", &merge.id, 0, CommitRequest::default());
+    assert!(matches!(no_parent, Err(StoreError::NameConflict(_))), "{no_parent:?}");
+    let bad_parent = store.revert("repo", "main", &merge.id, 3, CommitRequest::default());
+    assert!(
+        matches!(bad_parent, Err(StoreError::InvalidArgument(_))),
+        "{bad_parent:?}"
+    );
+    let reverted = store
+        .revert("repo", "main", &merge.id, 1, CommitRequest::default())
+        .unwrap();
+    assert_eq!(reverted.parents, vec![merge.id.clone()]);
+    assert!(matches!(
+        store.stat_object("repo", "main", "feature"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store.stat_object("repo", "main", "base").is_ok());
+}

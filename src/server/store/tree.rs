@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 use super::meta::{self, Kv};
 use super::{ObjectEntry, StoreError};
 
+/// One stored record: a path (or name) and its encoded value, both as bytes.
+pub(super) type Record = (Vec<u8>, Vec<u8>);
+
 /// Id of the tree with no entries.
 pub(super) const EMPTY_TREE: &str = "";
 
@@ -28,7 +31,7 @@ pub(super) struct SortedCursor<'t, T: Kv> {
     path_prefix: Vec<u8>,
     upper: Option<Vec<u8>>,
     iter: Option<redb::Range<'t, &'static [u8], &'static [u8]>>,
-    peeked: Option<(Vec<u8>, Vec<u8>)>,
+    peeked: Option<Record>,
 }
 
 impl<'t, T: Kv> SortedCursor<'t, T> {
@@ -77,7 +80,7 @@ impl<'t, T: Kv> SortedCursor<'t, T> {
         Ok(())
     }
 
-    pub fn peek(&mut self) -> Result<Option<&(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn peek(&mut self) -> Result<Option<&Record>, StoreError> {
         if self.peeked.is_none() {
             if let Some(iter) = &mut self.iter {
                 match iter.next() {
@@ -92,7 +95,7 @@ impl<'t, T: Kv> SortedCursor<'t, T> {
         Ok(self.peeked.as_ref())
     }
 
-    pub fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn next(&mut self) -> Result<Option<Record>, StoreError> {
         self.peek()?;
         Ok(self.peeked.take())
     }
@@ -110,7 +113,7 @@ pub(super) struct ViewSource {
 pub(super) struct ViewCursor<'t, T: Kv> {
     tree: Option<SortedCursor<'t, T>>,
     staging: Option<SortedCursor<'t, T>>,
-    pending: Option<(Vec<u8>, Vec<u8>)>,
+    pending: Option<Record>,
 }
 
 impl<'t, T: Kv> ViewCursor<'t, T> {
@@ -143,7 +146,7 @@ impl<'t, T: Kv> ViewCursor<'t, T> {
     }
 
     /// The next visible `(path, entry JSON)` without consuming it.
-    pub fn peek_raw(&mut self) -> Result<Option<&(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn peek_raw(&mut self) -> Result<Option<&Record>, StoreError> {
         if self.pending.is_none() {
             self.pending = self.advance()?;
         }
@@ -151,14 +154,14 @@ impl<'t, T: Kv> ViewCursor<'t, T> {
     }
 
     /// The next visible `(path, entry JSON)`.
-    pub fn next_raw(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn next_raw(&mut self) -> Result<Option<Record>, StoreError> {
         match self.pending.take() {
             Some(record) => Ok(Some(record)),
             None => self.advance(),
         }
     }
 
-    fn advance(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn advance(&mut self) -> Result<Option<Record>, StoreError> {
         loop {
             let tree_key = match &mut self.tree {
                 Some(t) => t.peek()?.map(|(k, _)| k.clone()),
@@ -226,7 +229,7 @@ pub(super) fn tree_get(trees: &impl Kv, tree_id: &str, path: &str) -> Result<Opt
 }
 
 /// Content address of a sorted list of `(path, entry JSON)` records.
-pub(super) fn tree_id_of(records: &[(Vec<u8>, Vec<u8>)]) -> String {
+pub(super) fn tree_id_of(records: &[Record]) -> String {
     if records.is_empty() {
         return EMPTY_TREE.to_string();
     }
@@ -243,7 +246,7 @@ pub(super) fn tree_id_of(records: &[(Vec<u8>, Vec<u8>)]) -> String {
 /// Stores a tree built from sorted records unless an identical one exists; returns its id.
 pub(super) fn store_tree(
     trees: &mut redb::Table<&'static [u8], &'static [u8]>,
-    records: &[(Vec<u8>, Vec<u8>)],
+    records: &[Record],
 ) -> Result<String, StoreError> {
     let id = tree_id_of(records);
     if id == EMPTY_TREE || meta::any_with_prefix(trees, &meta::key_prefix(&[&id]))? {
