@@ -749,7 +749,31 @@ async fn start_webhook_server() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
     let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
     let accept_log = received.clone();
     let reject_log = received.clone();
+    let echo_log = received.clone();
     let app = axum::Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/echo",
+            post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                let token = headers
+                    .get("x-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let query = uri.query().unwrap_or("").to_string();
+                echo_log
+                    .lock()
+                    .unwrap()
+                    .push(("echo".into(), json!({"query": query, "token": token})));
+                "ok"
+            }),
+        )
         .route(
             "/accept",
             post(move |axum::Json(body): axum::Json<Value>| async move {
@@ -935,5 +959,212 @@ async fn webhooks_reject_and_accept() {
         .await;
     let (status, _) = server.commit("hooks", "main", "broken").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn revert_hard_reset_and_ref_expressions() {
+    let server = TestServer::start().await;
+    server.create_repo("undo").await;
+    server.upload("undo", "main", "f", b"v1").await;
+    let (_, first) = server.commit("undo", "main", "v1").await;
+    server.upload("undo", "main", "f", b"v2").await;
+    let (_, second) = server.commit("undo", "main", "v2").await;
+
+    let (status, parent) = server.get("/repositories/undo/commits/main~1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(parent["id"], first["id"]);
+    let (status, _) = server.get("/repositories/undo/commits/main$").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a staging ref is not a commit");
+    let (status, _) = server.get("/repositories/undo/commits/nosuchref").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let old = server
+        .req(Method::GET, "/repositories/undo/refs/main~1/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.bytes().await.unwrap().as_ref(), b"v1");
+
+    // Revert the last commit: f is back to v1 in a new commit.
+    let reverted = server
+        .req(Method::POST, "/repositories/undo/branches/main/revert")
+        .json(&json!({"ref": second["id"], "parent_number": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reverted.status(), StatusCode::NO_CONTENT);
+    let current = server
+        .req(Method::GET, "/repositories/undo/refs/main/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.bytes().await.unwrap().as_ref(), b"v1");
+    let (_, log) = server.get("/repositories/undo/refs/main/commits?amount=1").await;
+    assert_eq!(log["pagination"]["has_more"], true);
+    assert_ne!(log["results"][0]["id"], second["id"]);
+
+    // Hard reset refuses a dirty branch, then moves the head back.
+    server.upload("undo", "main", "g", b"staged").await;
+    let dirty = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .query(&[("ref", "main~2")]);
+    assert_eq!(dirty.send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let reset = server
+        .req(Method::PUT, "/repositories/undo/branches/main")
+        .json(&json!({"type": "object", "path": "g"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let (_, diff) = server.get("/repositories/undo/branches/main/diff").await;
+    assert_eq!(diff["results"], json!([]));
+    let bad_type = server
+        .req(Method::PUT, "/repositories/undo/branches/main")
+        .json(&json!({"type": "everything"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_type.status(), StatusCode::BAD_REQUEST);
+    let missing_ref = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_ref.status(), StatusCode::BAD_REQUEST);
+    let hard = server
+        .req(Method::PUT, "/repositories/undo/branches/main/hard_reset")
+        .query(&[("ref", first["id"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hard.status(), StatusCode::NO_CONTENT);
+    let (_, main) = server.get("/repositories/undo/branches/main").await;
+    assert_eq!(main["commit_id"], first["id"]);
+
+    // Two-dot diff against `branch$` includes staged changes.
+    server.upload("undo", "main", "h", b"new").await;
+    let (status, diff) = server.get("/repositories/undo/refs/main/diff/main$?type=two_dot").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(diff["results"][0]["path"], "h");
+    let (status, _) = server.get("/repositories/undo/refs/main/diff/main?type=four_dot").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_timeouts_properties_and_skipped_hooks() {
+    let server = TestServer::start().await;
+    let (hooks_url, received) = start_webhook_server().await;
+    server.create_repo("props").await;
+
+    // A hook slower than its timeout fails the run.
+    let slow = format!(
+        "name: slow\non:\n  pre-commit:\nhooks:\n  - id: slow_hook\n    type: webhook\n    properties:\n      \
+         url: {hooks_url}/slow\n      timeout: 300ms\n"
+    );
+    server
+        .upload("props", "main", "_lakefs_actions/slow.yaml", slow.as_bytes())
+        .await;
+    let started = std::time::Instant::now();
+    let (status, body) = server.commit("props", "main", "slow").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("timed out"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    server
+        .req(
+            Method::DELETE,
+            "/repositories/props/branches/main/objects?path=_lakefs_actions/slow.yaml",
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // Query parameters (single and repeated), headers with an environment value, and a hook skipped after a
+    // failure in the same action; an unsupported hook type fails its own action.
+    std::env::set_var("LAKEFSACTION_TEST_TOKEN", "s3cret");
+    let action = format!(
+        "name: props\non:\n  pre-commit:\n    branches: [main]\nhooks:\n  - id: echo\n    type: webhook\n    \
+         properties:\n      url: {hooks_url}/echo\n      query_params:\n        one: '1'\n        many: [x, y]\n      \
+         headers:\n        X-Token: '{{{{ ENV.LAKEFSACTION_TEST_TOKEN }}}}'\n  - id: reject\n    type: webhook\n    \
+         properties:\n      url: {hooks_url}/reject\n  - id: after_failure\n    type: webhook\n    properties:\n      \
+         url: {hooks_url}/accept\n"
+    );
+    let lua = "name: lua action\non:\n  pre-commit:\nhooks:\n  - id: script\n    type: lua\n    properties:\n      \
+               script: 'print(1)'\n";
+    server
+        .upload("props", "main", "_lakefs_actions/a.yaml", action.as_bytes())
+        .await;
+    server
+        .upload("props", "main", "_lakefs_actions/b.yaml", lua.as_bytes())
+        .await;
+    let (status, body) = server.commit("props", "main", "props").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("2 errors occurred:"), "{message}");
+    assert!(
+        message.contains("hook run id '0000_0001' failed on action 'props' hook 'reject'"),
+        "{message}"
+    );
+    assert!(
+        message.contains("hook run id '0001_0000' failed on action 'lua action' hook 'script'"),
+        "{message}"
+    );
+    assert!(message.contains("not supported"), "{message}");
+
+    let echo = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(kind, _)| kind == "echo")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(echo["token"], "s3cret");
+    assert_eq!(echo["query"], "many=x&many=y&one=1");
+    assert!(
+        !received.lock().unwrap().iter().any(|(kind, _)| kind == "accept"),
+        "skipped hook must not run"
+    );
+
+    let (_, runs) = server.get("/repositories/props/actions/runs").await;
+    let run_id = runs["results"][0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(runs["pagination"]["results"], 2, "the timed-out run and this one");
+    let (_, hooks) = server
+        .get(&format!("/repositories/props/actions/runs/{run_id}/hooks"))
+        .await;
+    let statuses: Vec<(&str, &str)> = hooks["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["hook_run_id"].as_str().unwrap(), h["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("0000_0000", "completed"),
+            ("0000_0001", "failed"),
+            ("0000_0002", "skipped"),
+            ("0001_0000", "failed")
+        ]
+    );
+    let output = server
+        .req(
+            Method::GET,
+            &format!("/repositories/props/actions/runs/{run_id}/hooks/0000_0000/output"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(output.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("0000_0000.log"));
+    let output = output.text().await.unwrap();
+    assert!(
+        output.contains("X-Token: *******") && !output.contains("s3cret"),
+        "{output}"
+    );
+    let (status, _) = server.get("/repositories/props/actions/runs/nosuchrun").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }

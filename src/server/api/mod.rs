@@ -296,7 +296,7 @@ impl Params {
         })
     }
 
-    /// `force` is accepted everywhere lakeFS has it; read-only repositories are refused by the store itself.
+    /// `delimiter`, absent when empty (an empty delimiter means a flat listing).
     pub fn delimiter(&self) -> Option<String> {
         self.get("delimiter").filter(|d| !d.is_empty()).map(str::to_string)
     }
