@@ -26,6 +26,123 @@ pub struct Cli {
 pub enum Command {
     /// Run the embedded lakeFS-compatible server (REST /api/v1 and S3 gateway on one port).
     Serve(ServeArgs),
+    /// Mount lakeFS at MOUNTPOINT: `lakefs://` (all repositories), `lakefs://REPO` (its branches) or
+    /// `lakefs://REPO/REF[/PREFIX]` (one ref). Daemonizes once the mount is live unless `-f` is given.
+    Mount(Box<MountArgs>),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct MountArgs {
+    /// lakefs://, lakefs://REPO or lakefs://REPO/REF[/PREFIX]
+    pub source: String,
+    /// An existing, empty directory.
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground (logs go to stderr).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
+    /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=, threads=,
+    /// read_only, allow_other, debug. Generic options (rw, noauto, _netdev, nofail, x-systemd.*) are ignored.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// lakeFS server URL (`/api/v1` is appended when it has no path).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub access_key_id: Option<String>,
+    /// Prefer LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY or the config file: `ps` shows command lines.
+    #[arg(long)]
+    pub secret_access_key: Option<String>,
+    /// lakectl configuration file (default: LAKECTL_CONFIG_FILE, else ~/.lakectl.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub uid: Option<u32>,
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Octal permission bits of files (default 0644).
+    #[arg(long)]
+    pub file_mode: Option<String>,
+    /// Octal permission bits of directories (default 0755).
+    #[arg(long)]
+    pub dir_mode: Option<String>,
+    /// How long branch metadata is trusted, e.g. 1s, 500ms (default 1s).
+    #[arg(long)]
+    pub metadata_ttl: Option<String>,
+    /// Memory for cached object data, e.g. 512M (default 512M).
+    #[arg(long)]
+    pub max_memory: Option<String>,
+    /// Directory for an on-disk data cache.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Size of the on-disk data cache, e.g. 10G.
+    #[arg(long)]
+    pub cache_size: Option<String>,
+    /// FUSE worker threads (default 16).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Refuse every write.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf for non-root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Log at debug level.
+    #[arg(long)]
+    pub debug: bool,
+    /// Accepted for mount(8) compatibility (`-n`: no mtab, `-s`: sloppy, `-v`: verbose); ignored.
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+    #[arg(short = 'v', hide = true)]
+    pub verbose: bool,
+}
+
+impl MountArgs {
+    /// `-o` options first, then long flags over them.
+    pub fn into_request(self) -> anyhow::Result<crate::mount::MountRequest> {
+        use crate::mount::options::{parse_duration, parse_mode, parse_size, MountOptions};
+        let mut options = MountOptions::default();
+        for list in &self.options {
+            options.apply_o(list)?;
+        }
+        fn flag<T>(name: &str, result: Result<T, String>) -> anyhow::Result<T> {
+            result.map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+        }
+        options.endpoint = self.endpoint.or(options.endpoint);
+        options.access_key_id = self.access_key_id.or(options.access_key_id);
+        options.secret_access_key = self.secret_access_key.or(options.secret_access_key);
+        options.config = self.config.or(options.config);
+        options.uid = self.uid.or(options.uid);
+        options.gid = self.gid.or(options.gid);
+        if let Some(mode) = self.file_mode {
+            options.file_mode = Some(flag("file-mode", parse_mode(&mode))?);
+        }
+        if let Some(mode) = self.dir_mode {
+            options.dir_mode = Some(flag("dir-mode", parse_mode(&mode))?);
+        }
+        if let Some(ttl) = self.metadata_ttl {
+            options.metadata_ttl = Some(flag("metadata-ttl", parse_duration(&ttl))?);
+        }
+        if let Some(size) = self.max_memory {
+            options.max_memory = Some(flag("max-memory", parse_size(&size))?);
+        }
+        options.cache_dir = self.cache_dir.or(options.cache_dir);
+        if let Some(size) = self.cache_size {
+            options.cache_size = Some(flag("cache-size", parse_size(&size))?);
+        }
+        options.threads = self.threads.or(options.threads);
+        options.read_only |= self.read_only;
+        options.allow_other |= self.allow_other;
+        options.debug |= self.debug;
+        Ok(crate::mount::MountRequest {
+            source: self.source,
+            mountpoint: self.mountpoint,
+            foreground: self.foreground,
+            options,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -70,10 +187,16 @@ impl ServeArgs {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = Cli::parse_from(mount_helper_args(std::env::args_os()));
     let result = match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => {
+            init_logging("info");
+            run_serve(args)
+        }
+        Command::Mount(args) => (*args).into_request().and_then(|request| {
+            init_logging(if request.options.debug { "debug" } else { "info" });
+            crate::mount::run_mount(request)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,10 +207,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `LAKEFS_FUSE_LOG` takes an EnvFilter directive (default `info`).
-fn init_logging() {
+/// Invoked as `mount.lakefs SOURCE DIR -o ...` (by mount(8) and fstab), behave as `lakefs-fuse mount ...`.
+fn mount_helper_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = args.collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| PathBuf::from(a).file_name().map(|n| n.to_os_string()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("mount.lakefs")) {
+        args.insert(1, "mount".into());
+    }
+    args
+}
+
+/// Logs go to stderr; `LAKEFS_FUSE_LOG` takes an EnvFilter directive (default `default_level`).
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEFS_FUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -114,5 +249,49 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_flags_override_o_options() {
+        let cli = Cli::parse_from([
+            "lakefs-fuse",
+            "mount",
+            "lakefs://repo/main",
+            "/mnt",
+            "-f",
+            "-o",
+            "rw,endpoint=http://o:1,uid=5",
+            "-o",
+            "metadata_ttl=2s",
+            "--endpoint",
+            "http://flag:2",
+            "--file-mode",
+            "600",
+        ]);
+        let Command::Mount(args) = cli.command else {
+            panic!("not a mount")
+        };
+        let request = (*args).into_request().unwrap();
+        assert!(request.foreground);
+        assert_eq!(request.options.endpoint.as_deref(), Some("http://flag:2"));
+        assert_eq!(request.options.uid, Some(5));
+        assert_eq!(request.options.file_mode, Some(0o600));
+        assert_eq!(request.options.metadata_ttl, Some(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_mount_helper_name_implies_the_mount_subcommand() {
+        let args = mount_helper_args(
+            ["/sbin/mount.lakefs", "lakefs://repo", "/mnt", "-o", "rw"]
+                .map(Into::into)
+                .into_iter(),
+        );
+        let cli = Cli::parse_from(args);
+        assert!(matches!(cli.command, Command::Mount(ref m) if m.source == "lakefs://repo"));
     }
 }

@@ -4,5 +4,10 @@
 //! `lakefs`. The server shares no types with the client side, so a mismatch with real lakeFS cannot hide behind
 //! shared request/response structs.
 
+pub mod cache;
 pub mod cli;
+pub mod fs;
+pub mod fuse;
+pub mod lakefs;
+pub mod mount;
 pub mod server;

@@ -1,0 +1,155 @@
+//! File attributes, as the core reports them (the adapter converts them to fuser's type).
+//!
+//! Objects: size = `size_bytes`; mtime = `::lakefs::client-mtime` when present and valid, else `mtime`;
+//! mode/uid/gid from `::lakefs::posix-permissions` when present, else the mount's `file_mode`/`uid`/`gid`.
+//! Directories and control entries use the mount's defaults.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::config::FsConfig;
+use super::inode::InodeNo;
+use crate::lakefs::{ObjectInfo, META_CLIENT_MTIME, META_POSIX_PERMISSIONS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    RegularFile,
+    Symlink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: InodeNo,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Permission bits only (no file type).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Deserialize)]
+struct PosixPermissions {
+    #[serde(rename = "UID")]
+    uid: Option<u32>,
+    #[serde(rename = "GID")]
+    gid: Option<u32>,
+    #[serde(rename = "Mode")]
+    mode: Option<u32>,
+}
+
+fn unix_seconds(seconds: i64) -> SystemTime {
+    if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs())
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(seconds.unsigned_abs()))
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// The mtime an object shows: the client's own mtime when it recorded one.
+pub fn object_mtime(object: &ObjectInfo) -> SystemTime {
+    let client = object
+        .metadata
+        .get(META_CLIENT_MTIME)
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    unix_seconds(client.unwrap_or(object.mtime))
+}
+
+pub fn directory_attr(ino: InodeNo, config: &FsConfig, mtime: SystemTime) -> Attr {
+    Attr {
+        ino,
+        kind: FileKind::Directory,
+        size: 0,
+        mtime,
+        perm: config.dir_mode,
+        uid: config.uid,
+        gid: config.gid,
+    }
+}
+
+pub fn object_attr(ino: InodeNo, kind: FileKind, object: &ObjectInfo, config: &FsConfig) -> Attr {
+    let mut attr = Attr {
+        ino,
+        kind,
+        size: object.size,
+        mtime: object_mtime(object),
+        perm: if kind == FileKind::Symlink {
+            0o777
+        } else {
+            config.file_mode
+        },
+        uid: config.uid,
+        gid: config.gid,
+    };
+    if let Some(posix) = object
+        .metadata
+        .get(META_POSIX_PERMISSIONS)
+        .and_then(|v| serde_json::from_str::<PosixPermissions>(v).ok())
+    {
+        if let Some(mode) = posix.mode.filter(|_| kind == FileKind::RegularFile) {
+            attr.perm = (mode & 0o7777) as u16;
+        }
+        attr.uid = posix.uid.unwrap_or(attr.uid);
+        attr.gid = posix.gid.unwrap_or(attr.gid);
+    }
+    if kind == FileKind::Symlink {
+        attr.size = object
+            .metadata
+            .get(crate::lakefs::META_SYMLINK_TARGET)
+            .map_or(0, |t| t.len() as u64);
+    }
+    attr
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn object(metadata: &[(&str, &str)]) -> ObjectInfo {
+        ObjectInfo {
+            path: "f".into(),
+            size: 10,
+            mtime: 1000,
+            checksum: "c".into(),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn client_mtime_wins_over_the_server_mtime() {
+        assert_eq!(object_mtime(&object(&[])), UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(
+            object_mtime(&object(&[(META_CLIENT_MTIME, "42")])),
+            UNIX_EPOCH + Duration::from_secs(42)
+        );
+        assert_eq!(
+            object_mtime(&object(&[(META_CLIENT_MTIME, "junk")])),
+            UNIX_EPOCH + Duration::from_secs(1000)
+        );
+    }
+
+    #[test]
+    fn mount_defaults_apply_unless_posix_permissions_are_recorded() {
+        let config = FsConfig {
+            uid: 7,
+            gid: 8,
+            file_mode: 0o640,
+            ..FsConfig::default()
+        };
+        let plain = object_attr(InodeNo(5), FileKind::RegularFile, &object(&[]), &config);
+        assert_eq!((plain.perm, plain.uid, plain.gid, plain.size), (0o640, 7, 8, 10));
+        let posix = object(&[(META_POSIX_PERMISSIONS, r#"{"UID":1,"GID":2,"Mode":33261}"#)]);
+        let attr = object_attr(InodeNo(5), FileKind::RegularFile, &posix, &config);
+        assert_eq!((attr.perm, attr.uid, attr.gid), (0o755, 1, 2));
+    }
+}

@@ -1,0 +1,185 @@
+//! Plain configuration of the filesystem core and the parsing of `lakefs://` sources.
+
+use std::time::Duration;
+
+/// What the mount shows at its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `lakefs://`: one directory per repository.
+    Server,
+    /// `lakefs://REPO`: one directory per branch.
+    Repository { repo: String },
+    /// `lakefs://REPO/REF[/PREFIX]`: one ref, optionally below a prefix. `prefix` is empty or ends in `/`.
+    Ref {
+        repo: String,
+        reference: String,
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid lakeFS URI {uri:?}: {reason}")]
+pub struct SourceError {
+    pub uri: String,
+    pub reason: &'static str,
+}
+
+/// Repository ids as lakeFS validates them: `^[a-z0-9][a-z0-9-]{2,62}$`.
+pub fn is_valid_repository_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+impl Source {
+    /// Parse `lakefs://`, `lakefs://REPO`, `lakefs://REPO/REF` or `lakefs://REPO/REF/PREFIX`. Everything after
+    /// the ref is the prefix, verbatim; a trailing `/` is added so it names a directory.
+    pub fn parse(uri: &str) -> Result<Self, SourceError> {
+        let error = |reason| SourceError {
+            uri: uri.to_string(),
+            reason,
+        };
+        let rest = uri
+            .strip_prefix("lakefs://")
+            .ok_or_else(|| error("must start with lakefs://"))?;
+        if rest.is_empty() {
+            return Ok(Self::Server);
+        }
+        let (repo, after_repo) = match rest.split_once('/') {
+            Some((repo, after)) => (repo, Some(after)),
+            None => (rest, None),
+        };
+        if repo.contains('@') {
+            return Err(error("user info is not allowed"));
+        }
+        if !is_valid_repository_id(repo) {
+            return Err(error(
+                "repository ids are 3-63 characters of a-z, 0-9 and '-', not starting with '-'",
+            ));
+        }
+        let repo = repo.to_string();
+        let Some(after_repo) = after_repo.filter(|s| !s.is_empty()) else {
+            return Ok(Self::Repository { repo });
+        };
+        let (reference, path) = match after_repo.split_once('/') {
+            Some((reference, path)) => (reference, path),
+            None => (after_repo, ""),
+        };
+        if reference.is_empty() || reference.chars().any(char::is_whitespace) {
+            return Err(error("the ref must be non-empty and contain no whitespace"));
+        }
+        let prefix = if path.is_empty() || path.ends_with('/') {
+            path.to_string()
+        } else {
+            format!("{path}/")
+        };
+        Ok(Self::Ref {
+            repo,
+            reference: reference.to_string(),
+            prefix,
+        })
+    }
+}
+
+/// Settings of the filesystem core; built by the CLI, or directly by tests.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits of files without `::lakefs::posix-permissions`.
+    pub file_mode: u16,
+    /// Permission bits of directories.
+    pub dir_mode: u16,
+    /// How long branch metadata (attributes, lookups, listings) is trusted.
+    pub metadata_ttl: Duration,
+    /// Refuse every write, whatever the ref.
+    pub read_only: bool,
+    /// Unit of data caching and of ranged GETs.
+    pub block_size: u64,
+    /// Bytes of object data kept in memory.
+    pub max_memory: u64,
+    /// First prefetch window of a sequential reader.
+    pub initial_read_window: u64,
+    /// Largest prefetch window.
+    pub max_read_window: u64,
+    /// Negative lookups remembered at most.
+    pub negative_cache_entries: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            metadata_ttl: Duration::from_secs(1),
+            read_only: false,
+            block_size: 1024 * 1024,
+            max_memory: 512 * 1024 * 1024,
+            initial_read_window: 1024 * 1024,
+            max_read_window: 64 * 1024 * 1024,
+            negative_cache_entries: 100_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_into_their_three_forms() {
+        assert_eq!(Source::parse("lakefs://").unwrap(), Source::Server);
+        assert_eq!(
+            Source::parse("lakefs://repo").unwrap(),
+            Source::Repository { repo: "repo".into() }
+        );
+        assert_eq!(
+            Source::parse("lakefs://repo/").unwrap(),
+            Source::Repository { repo: "repo".into() }
+        );
+        assert_eq!(
+            Source::parse("lakefs://repo/main").unwrap(),
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "main".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            Source::parse("lakefs://repo/main~1/data/raw").unwrap(),
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "main~1".into(),
+                prefix: "data/raw/".into()
+            }
+        );
+        assert_eq!(
+            Source::parse("lakefs://repo/v1/data/").unwrap(),
+            Source::Ref {
+                repo: "repo".into(),
+                reference: "v1".into(),
+                prefix: "data/".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_rejected() {
+        for uri in [
+            "s3://repo",
+            "lakefs://Repo",
+            "lakefs://ab",
+            "lakefs://user@repo/main",
+            "lakefs://-repo",
+        ] {
+            assert!(Source::parse(uri).is_err(), "{uri}");
+        }
+    }
+}

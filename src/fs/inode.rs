@@ -1,0 +1,415 @@
+//! The inode table: numbers the kernel holds, what each number stands for, and when a number may go.
+//!
+//! - Numbers come from a monotonic counter and are never reused (root = 1), so the generation is always 0.
+//! - A node's *identity* is fixed for its life: its parent, its name and its [`NodeKind`], which includes the
+//!   version of what it shows (the commit of a pinned ref, the checksum of an object). When the server shows a
+//!   different version under the same name, a new inode is allocated and the name repointed; the old inode lives
+//!   on until the kernel forgets it. Reusing an inode across versions would let the page cache mix old and new
+//!   bytes of a file.
+//! - Mutable state (the object's stats, until when they are trusted, the lookup count) sits behind a per-inode
+//!   mutex. Lock order: the table lock before any inode's state lock, never the reverse.
+//! - Lookup counts: every reply that hands an entry to the kernel (lookup, readdirplus except `.`/`..`) adds one;
+//!   `forget` subtracts. At zero the inode leaves the table, and its name too if the name still points at it.
+//!   Open handles keep their own `Arc<Inode>`, so a forgotten or replaced inode stays readable through them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::lakefs::ObjectInfo;
+
+/// An inode number as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeNo(pub u64);
+
+impl InodeNo {
+    pub const ROOT: InodeNo = InodeNo(1);
+}
+
+impl std::fmt::Display for InodeNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a ref in the tree reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefTarget {
+    /// A listed branch: reads use the branch name and see its uncommitted changes; may become writable.
+    Branch(String),
+    /// Any other ref (tag, commit id, `main~1`), pinned to the commit it resolved to; read-only.
+    Commit(String),
+}
+
+/// A repository and a ref in it, shared by every node below one ref root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefLocation {
+    pub repo: String,
+    /// The name as it appears in the tree (or in the mount source).
+    pub name: String,
+    pub target: RefTarget,
+}
+
+impl RefLocation {
+    /// The ref to put into read requests.
+    pub fn read_ref(&self) -> &str {
+        match &self.target {
+            RefTarget::Branch(branch) => branch,
+            RefTarget::Commit(id) => id,
+        }
+    }
+
+    /// Whether everything below this ref is immutable (never expires from caches).
+    pub fn is_immutable(&self) -> bool {
+        matches!(self.target, RefTarget::Commit(_))
+    }
+}
+
+/// Read-only files in `.lakefs/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlFile {
+    /// The commit id the mount currently shows.
+    Head,
+    /// Human-readable state of the mounted ref.
+    Status,
+}
+
+impl ControlFile {
+    pub const ALL: [ControlFile; 2] = [ControlFile::Head, ControlFile::Status];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Head => "head",
+            Self::Status => "status",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Name of the control directory in every ref root.
+pub const CONTROL_DIR: &str = ".lakefs";
+
+/// What an inode stands for; part of its identity, so it never changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Whole-server root: one directory per repository.
+    Server,
+    /// One directory per branch of `repo`.
+    Repository { repo: String },
+    /// A directory of objects: the keys under `prefix` (empty or ending in `/`) at `location`.
+    Directory {
+        location: Arc<RefLocation>,
+        prefix: String,
+        ref_root: bool,
+    },
+    /// An object, identified by its key and content checksum.
+    File {
+        location: Arc<RefLocation>,
+        key: String,
+        checksum: String,
+    },
+    /// An object carrying `::lakefs::symlink-target`.
+    Symlink {
+        location: Arc<RefLocation>,
+        key: String,
+        target: String,
+    },
+    /// `.lakefs/` of a ref root.
+    ControlDir { location: Arc<RefLocation> },
+    ControlFile {
+        location: Arc<RefLocation>,
+        file: ControlFile,
+    },
+}
+
+impl NodeKind {
+    pub fn is_dir(&self) -> bool {
+        matches!(
+            self,
+            Self::Server | Self::Repository { .. } | Self::Directory { .. } | Self::ControlDir { .. }
+        )
+    }
+
+    pub fn location(&self) -> Option<&Arc<RefLocation>> {
+        match self {
+            Self::Server | Self::Repository { .. } => None,
+            Self::Directory { location, .. }
+            | Self::File { location, .. }
+            | Self::Symlink { location, .. }
+            | Self::ControlDir { location }
+            | Self::ControlFile { location, .. } => Some(location),
+        }
+    }
+}
+
+/// Until when cached metadata is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    Forever,
+    Until(Instant),
+}
+
+impl Validity {
+    pub fn is_valid(self, now: Instant) -> bool {
+        match self {
+            Self::Forever => true,
+            Self::Until(deadline) => now < deadline,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct InodeState {
+    /// Stats of the object behind a file or symlink, as last seen.
+    pub object: Option<ObjectInfo>,
+    pub validity: Validity,
+    pub lookup_count: u64,
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    pub ino: InodeNo,
+    pub parent: InodeNo,
+    pub name: String,
+    pub kind: NodeKind,
+    state: Mutex<InodeState>,
+}
+
+impl Inode {
+    pub fn state(&self) -> MutexGuard<'_, InodeState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The inode's metadata is still trusted at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.state().validity.is_valid(now)
+    }
+}
+
+#[derive(Debug)]
+struct TableInner {
+    next: u64,
+    inodes: HashMap<InodeNo, Arc<Inode>>,
+    names: HashMap<(InodeNo, String), InodeNo>,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    inner: Mutex<TableInner>,
+}
+
+impl InodeTable {
+    pub fn new(root: NodeKind) -> Self {
+        let root = Arc::new(Inode {
+            ino: InodeNo::ROOT,
+            parent: InodeNo::ROOT,
+            name: String::new(),
+            kind: root,
+            state: Mutex::new(InodeState {
+                object: None,
+                validity: Validity::Forever,
+                lookup_count: 1,
+            }),
+        });
+        let mut inodes = HashMap::new();
+        inodes.insert(InodeNo::ROOT, root);
+        Self {
+            inner: Mutex::new(TableInner {
+                next: 2,
+                inodes,
+                names: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TableInner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, ino: InodeNo) -> Option<Arc<Inode>> {
+        self.lock().inodes.get(&ino).cloned()
+    }
+
+    /// The inode currently bound to `name` in `parent`.
+    pub fn child(&self, parent: InodeNo, name: &str) -> Option<Arc<Inode>> {
+        let inner = self.lock();
+        let ino = inner.names.get(&(parent, name.to_string()))?;
+        inner.inodes.get(ino).cloned()
+    }
+
+    /// Bind `name` in `parent` to a node of `kind`: the existing inode when its identity is the same (its state is
+    /// refreshed), a new inode otherwise.
+    pub fn upsert(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        kind: NodeKind,
+        object: Option<ObjectInfo>,
+        validity: Validity,
+    ) -> Arc<Inode> {
+        let mut inner = self.lock();
+        let key = (parent, name.to_string());
+        if let Some(existing) = inner.names.get(&key).and_then(|ino| inner.inodes.get(ino)) {
+            if existing.kind == kind {
+                let mut state = existing.state();
+                state.object = object;
+                state.validity = validity;
+                drop(state);
+                return existing.clone();
+            }
+        }
+        let ino = InodeNo(inner.next);
+        inner.next += 1;
+        let inode = Arc::new(Inode {
+            ino,
+            parent,
+            name: name.to_string(),
+            kind,
+            state: Mutex::new(InodeState {
+                object,
+                validity,
+                lookup_count: 0,
+            }),
+        });
+        inner.inodes.insert(ino, inode.clone());
+        // A replaced inode keeps its number until forgotten, but no longer answers to the name.
+        if let Some(old) = inner.names.insert(key, ino) {
+            let unreferenced = inner.inodes.get(&old).is_some_and(|i| i.state().lookup_count == 0);
+            if unreferenced && old != InodeNo::ROOT {
+                inner.inodes.remove(&old);
+            }
+        }
+        inode
+    }
+
+    /// Drop the binding of `name` in `parent` (the server no longer has it); the inode lives until forgotten.
+    pub fn unbind(&self, parent: InodeNo, name: &str) {
+        let mut inner = self.lock();
+        if let Some(ino) = inner.names.remove(&(parent, name.to_string())) {
+            let unreferenced = inner.inodes.get(&ino).is_some_and(|i| i.state().lookup_count == 0);
+            if unreferenced && ino != InodeNo::ROOT {
+                inner.inodes.remove(&ino);
+            }
+        }
+    }
+
+    /// Names currently bound in `parent`.
+    pub fn children_names(&self, parent: InodeNo) -> Vec<String> {
+        self.lock()
+            .names
+            .keys()
+            .filter(|(p, _)| *p == parent)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// The kernel now holds one more reference to `ino`.
+    pub fn remember(&self, ino: InodeNo) {
+        if let Some(inode) = self.get(ino) {
+            inode.state().lookup_count += 1;
+        }
+    }
+
+    /// The kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: InodeNo, count: u64) {
+        if ino == InodeNo::ROOT {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(inode) = inner.inodes.get(&ino).cloned() else {
+            return;
+        };
+        let mut state = inode.state();
+        state.lookup_count = state.lookup_count.saturating_sub(count);
+        if state.lookup_count > 0 {
+            return;
+        }
+        drop(state);
+        inner.inodes.remove(&ino);
+        let key = (inode.parent, inode.name.clone());
+        if inner.names.get(&key) == Some(&ino) {
+            inner.names.remove(&key);
+        }
+    }
+
+    /// Number of inodes in the table (root included).
+    pub fn len(&self) -> usize {
+        self.lock().inodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location() -> Arc<RefLocation> {
+        Arc::new(RefLocation {
+            repo: "r".into(),
+            name: "main".into(),
+            target: RefTarget::Branch("main".into()),
+        })
+    }
+
+    fn file(checksum: &str) -> NodeKind {
+        NodeKind::File {
+            location: location(),
+            key: "f".into(),
+            checksum: checksum.into(),
+        }
+    }
+
+    #[test]
+    fn same_identity_keeps_the_inode_new_checksum_gets_a_new_one() {
+        let table = InodeTable::new(NodeKind::Server);
+        let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        assert!(a.ino.0 > 1);
+        let again = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        assert_eq!(a.ino, again.ino);
+        table.remember(a.ino);
+        let changed = table.upsert(InodeNo::ROOT, "f", file("c2"), None, Validity::Forever);
+        assert_ne!(changed.ino, a.ino);
+        assert!(changed.ino > a.ino, "numbers are monotonic");
+        assert_eq!(table.child(InodeNo::ROOT, "f").unwrap().ino, changed.ino);
+        // The old inode is still known to the kernel and stays until forgotten.
+        assert!(table.get(a.ino).is_some());
+        table.forget(a.ino, 1);
+        assert!(table.get(a.ino).is_none());
+        assert_eq!(
+            table.child(InodeNo::ROOT, "f").unwrap().ino,
+            changed.ino,
+            "forget must not unbind the new inode"
+        );
+    }
+
+    #[test]
+    fn forget_removes_only_at_zero_and_never_the_root() {
+        let table = InodeTable::new(NodeKind::Server);
+        let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        table.remember(a.ino);
+        table.remember(a.ino);
+        table.forget(a.ino, 1);
+        assert!(table.get(a.ino).is_some());
+        table.forget(a.ino, 1);
+        assert!(table.get(a.ino).is_none());
+        assert!(table.child(InodeNo::ROOT, "f").is_none());
+        table.forget(InodeNo::ROOT, 10);
+        assert!(table.get(InodeNo::ROOT).is_some());
+    }
+
+    #[test]
+    fn unbind_keeps_a_remembered_inode_reachable_by_number() {
+        let table = InodeTable::new(NodeKind::Server);
+        let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        table.remember(a.ino);
+        table.unbind(InodeNo::ROOT, "f");
+        assert!(table.child(InodeNo::ROOT, "f").is_none());
+        assert!(table.get(a.ino).is_some());
+    }
+}

@@ -1,0 +1,833 @@
+//! The filesystem core: lakeFS repositories, refs and objects as a tree of inodes, with no FUSE types.
+//!
+//! The tree (DESIGN section 2) depends on the mount source:
+//! - `lakefs://` - the root lists repositories; each repository lists its branches;
+//! - `lakefs://REPO` - the root lists the repository's branches;
+//! - `lakefs://REPO/REF[/PREFIX]` - the root is the ref (below `PREFIX`).
+//!
+//! Below a repository, *listed* names are branches; they read through the branch name and so see its
+//! uncommitted changes, and their metadata is trusted for `metadata_ttl`. Any other name is resolved on lookup
+//! with `GET /commits/{name}` - tags, commit ids and prefixes, `main~1`, `v1^` - and pinned to the commit it
+//! resolved to: everything below is immutable, so its metadata never expires and writes get EROFS. A branch wins
+//! over a tag of the same name because branches are asked first (as lakeFS itself resolves names); such a tag is
+//! still reachable through its commit id.
+//!
+//! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
+//! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
+//! trigger control files; a lakeFS key named `.lakefs` at a ref root is shadowed by it.
+//!
+//! Caching: attributes live in the inode table (see [`inode`]), primed by listings; misses are remembered in a
+//! bounded negative cache for the same time as positive entries of that directory; object bytes go through the
+//! block cache keyed by checksum ([`crate::cache`]) and a per-handle prefetcher ([`prefetch`]).
+
+pub mod attr;
+pub mod config;
+pub mod error;
+pub mod inode;
+pub mod names;
+pub mod prefetch;
+pub mod readdir;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+pub use self::attr::{Attr, FileKind};
+pub use self::config::{FsConfig, Source};
+pub use self::error::{FsError, FsResult};
+pub use self::inode::InodeNo;
+pub use self::readdir::{DirEntry, DirectoryReplier};
+
+use self::attr::{directory_attr, object_attr};
+use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
+use self::names::{invalid_name_reason, NAME_MAX};
+use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
+use self::readdir::{Child, ChildrenBuilder, DirHandle};
+use crate::cache::MemoryBlockCache;
+use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
+
+/// Kernel cache time for entries that never change (immutable refs, synthetic entries).
+pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A name resolved to an inode, with how long the kernel may cache it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// What `open` asks for, independent of the FUSE flag encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+}
+
+/// Result of `open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Bypass the page cache (control files, whose content is generated at open).
+    pub direct_io: bool,
+    /// Keep the page cache across opens: safe for objects, as an inode never changes content.
+    pub keep_cache: bool,
+}
+
+enum OpenFile<L: LakeFs> {
+    Object(ObjectReader<L>),
+    Control(Bytes),
+}
+
+/// The filesystem core over any [`LakeFs`].
+pub struct Filesystem<L: LakeFs> {
+    client: Arc<L>,
+    config: FsConfig,
+    source: Source,
+    root_location: Option<Arc<RefLocation>>,
+    table: InodeTable,
+    negative: Mutex<LruCache<(InodeNo, String), Validity>>,
+    cache: Arc<MemoryBlockCache>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
+    next_handle: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+impl<L: LakeFs> std::fmt::Debug for Filesystem<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filesystem")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Names that can only be ref expressions or commit ids, never branch names: skip the branch request.
+fn cannot_be_branch(name: &str) -> bool {
+    name.contains(['~', '^', '@', '$', '.', '/']) || (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_full_commit_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Resolve a ref name as the tree does: a branch first, then any ref expression pinned to its commit.
+pub async fn resolve_ref<L: LakeFs>(client: &L, repo: &str, name: &str) -> Result<RefTarget, LakeFsError> {
+    if !cannot_be_branch(name) {
+        match client.get_branch(repo, name).await {
+            Ok(branch) => return Ok(RefTarget::Branch(branch.id)),
+            Err(LakeFsError::NotFound(_) | LakeFsError::BadRequest(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    match client.get_commit(repo, name).await {
+        Ok(commit) => Ok(RefTarget::Commit(commit.id)),
+        // An invalid expression names nothing.
+        Err(LakeFsError::BadRequest(message)) => Err(LakeFsError::NotFound(message)),
+        Err(err) => Err(err),
+    }
+}
+
+impl<L: LakeFs> Filesystem<L> {
+    /// Build the core for `source`. This makes the one request that proves the credentials and the
+    /// repository/ref are good, so a bad mount fails before anything is mounted.
+    pub async fn new(client: Arc<L>, source: Source, config: FsConfig) -> FsResult<Self> {
+        let (root, root_location) = match &source {
+            Source::Server => {
+                client
+                    .list_repositories("")
+                    .await
+                    .map_err(|e| FsError::lakefs("listing repositories", e))?;
+                (NodeKind::Server, None)
+            }
+            Source::Repository { repo } => {
+                client
+                    .get_repository(repo)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("repository {repo}"), e))?;
+                (NodeKind::Repository { repo: repo.clone() }, None)
+            }
+            Source::Ref {
+                repo,
+                reference,
+                prefix,
+            } => {
+                let target = resolve_ref(&*client, repo, reference)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("ref {reference} in repository {repo}"), e))?;
+                let location = Arc::new(RefLocation {
+                    repo: repo.clone(),
+                    name: reference.clone(),
+                    target,
+                });
+                let root = NodeKind::Directory {
+                    location: location.clone(),
+                    prefix: prefix.clone(),
+                    ref_root: true,
+                };
+                (root, Some(location))
+            }
+        };
+        let negative_capacity = NonZeroUsize::new(config.negative_cache_entries).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self {
+            client,
+            cache: Arc::new(MemoryBlockCache::new(config.max_memory)),
+            config,
+            source,
+            root_location,
+            table: InodeTable::new(root),
+            negative: Mutex::new(LruCache::new(negative_capacity)),
+            dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+        })
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Arc<L> {
+        &self.client
+    }
+
+    pub fn block_cache(&self) -> &Arc<MemoryBlockCache> {
+        &self.cache
+    }
+
+    /// Whether nothing in this mount can ever be written (a pinned ref, or `read_only`).
+    pub fn is_read_only(&self) -> bool {
+        self.config.read_only || self.root_location.as_ref().is_some_and(|l| l.is_immutable())
+    }
+
+    fn validity(&self, location: Option<&RefLocation>) -> Validity {
+        match location {
+            Some(location) if location.is_immutable() => Validity::Forever,
+            _ => Validity::Until(Instant::now() + self.config.metadata_ttl),
+        }
+    }
+
+    fn kernel_ttl(&self, validity: Validity) -> Duration {
+        match validity {
+            Validity::Forever => IMMUTABLE_TTL,
+            Validity::Until(_) => self.config.metadata_ttl,
+        }
+    }
+
+    fn inode(&self, ino: InodeNo) -> FsResult<Arc<Inode>> {
+        self.table
+            .get(ino)
+            .ok_or_else(|| FsError::not_found(format!("unknown inode {ino}")))
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Attr {
+        let state = inode.state();
+        match (&inode.kind, &state.object) {
+            (NodeKind::File { .. }, Some(object)) => {
+                object_attr(inode.ino, FileKind::RegularFile, object, &self.config)
+            }
+            (NodeKind::Symlink { .. }, Some(object)) => object_attr(inode.ino, FileKind::Symlink, object, &self.config),
+            (NodeKind::ControlFile { .. }, _) => Attr {
+                ino: inode.ino,
+                kind: FileKind::RegularFile,
+                size: 0,
+                mtime: SystemTime::now(),
+                perm: 0o444,
+                uid: self.config.uid,
+                gid: self.config.gid,
+            },
+            _ => directory_attr(inode.ino, &self.config, self.mounted_at),
+        }
+    }
+
+    fn entry_of(&self, inode: &Inode) -> Entry {
+        let validity = inode.state().validity;
+        let ttl = match inode.kind {
+            // Generated at open; the kernel must not trust a cached size.
+            NodeKind::ControlFile { .. } => Duration::ZERO,
+            _ => self.kernel_ttl(validity),
+        };
+        Entry {
+            attr: self.attr_of(inode),
+            ttl,
+        }
+    }
+
+    fn negative_hit(&self, parent: InodeNo, name: &str) -> bool {
+        let mut negative = lock(&self.negative);
+        let key = (parent, name.to_string());
+        match negative.get(&key) {
+            Some(validity) if validity.is_valid(Instant::now()) => true,
+            Some(_) => {
+                negative.pop(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Look `name` up in directory `parent`; on success the kernel holds one more reference to the result.
+    pub async fn lookup(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::name_too_long(format!("{} bytes", name.len())));
+        }
+        let dir = self.inode(parent)?;
+        if !dir.kind.is_dir() {
+            return Err(FsError::not_a_directory(format!("inode {parent} is not a directory")));
+        }
+        if let Some(child) = self.table.child(parent, name) {
+            if child.is_fresh(Instant::now()) {
+                self.table.remember(child.ino);
+                return Ok(self.entry_of(&child));
+            }
+        }
+        if self.negative_hit(parent, name) {
+            return Err(FsError::not_found(format!("{name} (cached)")));
+        }
+        match self.resolve_child(&dir, name).await {
+            Ok(child) => {
+                lock(&self.negative).pop(&(parent, name.to_string()));
+                self.table.remember(child.ino);
+                Ok(self.entry_of(&child))
+            }
+            Err(err) if err.errno == libc::ENOENT => {
+                self.table.unbind(parent, name);
+                let validity = self.validity(dir.kind.location().map(|l| &**l));
+                lock(&self.negative).put((parent, name.to_string()), validity);
+                Err(err)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Ask the server what `name` in `dir` is and bind it in the table.
+    async fn resolve_child(&self, dir: &Inode, name: &str) -> FsResult<Arc<Inode>> {
+        if invalid_name_reason(name).is_some() {
+            return Err(FsError::not_found(format!("{name:?} cannot name a lakeFS entry")));
+        }
+        match &dir.kind {
+            NodeKind::Server => {
+                if !config::is_valid_repository_id(name) {
+                    return Err(FsError::not_found(format!("{name} is not a repository id")));
+                }
+                self.client
+                    .get_repository(name)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("repository {name}"), e))?;
+                let kind = NodeKind::Repository { repo: name.to_string() };
+                Ok(self.table.upsert(dir.ino, name, kind, None, self.validity(None)))
+            }
+            NodeKind::Repository { repo } => {
+                let target = resolve_ref(&*self.client, repo, name)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("ref {name} in {repo}"), e))?;
+                // The binding of a full commit id never changes; a tag or expression may move, so re-resolve it.
+                let validity = if is_full_commit_id(name) {
+                    Validity::Forever
+                } else {
+                    self.validity(None)
+                };
+                let location = Arc::new(RefLocation {
+                    repo: repo.clone(),
+                    name: name.to_string(),
+                    target,
+                });
+                let kind = NodeKind::Directory {
+                    location,
+                    prefix: String::new(),
+                    ref_root: true,
+                };
+                Ok(self.table.upsert(dir.ino, name, kind, None, validity))
+            }
+            NodeKind::Directory { location, ref_root, .. } if *ref_root && name == CONTROL_DIR => {
+                let kind = NodeKind::ControlDir {
+                    location: location.clone(),
+                };
+                Ok(self.table.upsert(dir.ino, name, kind, None, Validity::Forever))
+            }
+            NodeKind::Directory { location, prefix, .. } => {
+                self.resolve_object_child(dir, location, prefix, name).await
+            }
+            NodeKind::ControlDir { location } => match ControlFile::from_name(name) {
+                Some(file) => {
+                    let kind = NodeKind::ControlFile {
+                        location: location.clone(),
+                        file,
+                    };
+                    Ok(self.table.upsert(dir.ino, name, kind, None, Validity::Forever))
+                }
+                None => Err(FsError::not_found(format!("no control file {name}"))),
+            },
+            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => Err(
+                FsError::not_a_directory(format!("inode {} is not a directory", dir.ino)),
+            ),
+        }
+    }
+
+    /// `name` below an object prefix: a directory when any key starts with `<key>/` (it wins over an object of
+    /// the same name), else the object `<key>`. Both questions are asked at once.
+    async fn resolve_object_child(
+        &self,
+        dir: &Inode,
+        location: &Arc<RefLocation>,
+        prefix: &str,
+        name: &str,
+    ) -> FsResult<Arc<Inode>> {
+        let key = format!("{prefix}{name}");
+        let read_ref = location.read_ref();
+        let sub_prefix = format!("{key}/");
+        let list = ListRequest {
+            prefix: sub_prefix.clone(),
+            after: String::new(),
+            delimited: true,
+            amount: 1,
+        };
+        let (stat, listing) = futures::join!(
+            self.client.stat_object(&location.repo, read_ref, &key),
+            self.client.list_objects(&location.repo, read_ref, &list)
+        );
+        let validity = self.validity(Some(location));
+        let listing = listing.map_err(|e| FsError::lakefs(format!("listing {sub_prefix}"), e))?;
+        if !listing.items.is_empty() {
+            let kind = NodeKind::Directory {
+                location: location.clone(),
+                prefix: sub_prefix,
+                ref_root: false,
+            };
+            return Ok(self.table.upsert(dir.ino, name, kind, None, validity));
+        }
+        let object = stat.map_err(|e| FsError::lakefs(format!("{key} on {}", location.name), e))?;
+        Ok(self.bind_object(dir.ino, name, location, object, validity))
+    }
+
+    fn bind_object(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        location: &Arc<RefLocation>,
+        object: ObjectInfo,
+        validity: Validity,
+    ) -> Arc<Inode> {
+        let kind = match object.metadata.get(META_SYMLINK_TARGET) {
+            Some(target) => NodeKind::Symlink {
+                location: location.clone(),
+                key: object.path.clone(),
+                target: target.clone(),
+            },
+            None => NodeKind::File {
+                location: location.clone(),
+                key: object.path.clone(),
+                checksum: object.checksum.clone(),
+            },
+        };
+        self.table.upsert(parent, name, kind, Some(object), validity)
+    }
+
+    /// Attributes of `ino`; an object whose metadata expired is re-checked with one stat.
+    pub async fn getattr(&self, ino: InodeNo) -> FsResult<Entry> {
+        let inode = self.inode(ino)?;
+        let (location, key) = match &inode.kind {
+            NodeKind::File { location, key, .. } | NodeKind::Symlink { location, key, .. } => (location, key),
+            _ => return Ok(self.entry_of(&inode)),
+        };
+        if inode.is_fresh(Instant::now()) {
+            return Ok(self.entry_of(&inode));
+        }
+        let current = self.client.stat_object(&location.repo, location.read_ref(), key).await;
+        let unchanged = match (&current, inode.state().object.as_ref()) {
+            (Ok(now), Some(before)) => now.checksum == before.checksum,
+            _ => false,
+        };
+        match current {
+            Ok(object) if unchanged => {
+                let mut state = inode.state();
+                state.object = Some(object);
+                state.validity = self.validity(Some(location));
+                drop(state);
+                Ok(self.entry_of(&inode))
+            }
+            // Changed or gone: this inode shows what it always showed; a fresh lookup finds the new version.
+            Ok(_) | Err(LakeFsError::NotFound(_)) => Ok(Entry {
+                ttl: Duration::ZERO,
+                ..self.entry_of(&inode)
+            }),
+            Err(err) => Err(FsError::lakefs(format!("stat {key}"), err)),
+        }
+    }
+
+    /// The kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: InodeNo, count: u64) {
+        self.table.forget(ino, count);
+    }
+
+    pub async fn readlink(&self, ino: InodeNo) -> FsResult<String> {
+        match &self.inode(ino)?.kind {
+            NodeKind::Symlink { target, .. } => Ok(target.clone()),
+            _ => Err(FsError::invalid(format!("inode {ino} is not a symlink"))),
+        }
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn opendir(&self, ino: InodeNo) -> FsResult<u64> {
+        let inode = self.inode(ino)?;
+        if !inode.kind.is_dir() {
+            return Err(FsError::not_a_directory(format!("inode {ino} is not a directory")));
+        }
+        let fh = self.new_handle();
+        lock(&self.dirs).insert(fh, Arc::new(DirHandle::new(ino)));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    /// Fill `replier` from cookie `offset`. With `plus`, each entry handed out counts as a lookup.
+    pub async fn readdir(
+        &self,
+        ino: InodeNo,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        replier: &mut impl DirectoryReplier,
+    ) -> FsResult<()> {
+        let handle = lock(&self.dirs)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(format!("dir handle {fh}")))?;
+        if handle.ino != ino {
+            return Err(FsError::bad_handle(format!(
+                "dir handle {fh} belongs to inode {}",
+                handle.ino
+            )));
+        }
+        if handle.needs_snapshot(offset) {
+            let dir = self.inode(ino)?;
+            let entries = self.snapshot(&dir).await?;
+            handle.set_snapshot(entries);
+        }
+        for entry in handle.entries_from(offset) {
+            if replier.add(&entry) {
+                break;
+            }
+            if plus && entry.name != "." && entry.name != ".." {
+                self.table.remember(entry.ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// All entries of `dir`, from the server, binding every child in the table (this primes attributes).
+    async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<DirEntry>> {
+        let parent = self.table.get(dir.parent).unwrap_or_else(|| dir.clone());
+        let mut entries = vec![
+            DirEntry {
+                ino: dir.ino,
+                name: ".".into(),
+                attr: self.attr_of(dir),
+                ttl: Duration::ZERO,
+                offset: 0,
+            },
+            DirEntry {
+                ino: parent.ino,
+                name: "..".into(),
+                attr: self.attr_of(&parent),
+                ttl: Duration::ZERO,
+                offset: 0,
+            },
+        ];
+        let children = self.list_children(dir).await?;
+        let listed: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
+        for name in self.table.children_names(dir.ino) {
+            let synthetic =
+                name == CONTROL_DIR || matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
+            // Gone from the server. Pinned refs under a repository are never listed, only looked up.
+            if !listed.contains(name.as_str()) && !synthetic {
+                self.table.unbind(dir.ino, &name);
+            }
+        }
+        {
+            let mut negative = lock(&self.negative);
+            for child in &children {
+                negative.pop(&(dir.ino, child.name.clone()));
+            }
+        }
+        for child in children {
+            let entry = self.entry_of(&child);
+            entries.push(DirEntry {
+                ino: child.ino,
+                name: child.name.clone(),
+                attr: entry.attr,
+                ttl: entry.ttl,
+                offset: 0,
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn list_children(&self, dir: &Arc<Inode>) -> FsResult<Vec<Arc<Inode>>> {
+        let mut out = Vec::new();
+        match &dir.kind {
+            NodeKind::Server => {
+                let mut after = String::new();
+                loop {
+                    let page = self
+                        .client
+                        .list_repositories(&after)
+                        .await
+                        .map_err(|e| FsError::lakefs("listing repositories", e))?;
+                    for repo in page.items {
+                        let kind = NodeKind::Repository { repo: repo.id.clone() };
+                        out.push(self.table.upsert(dir.ino, &repo.id, kind, None, self.validity(None)));
+                    }
+                    match page.next_after {
+                        Some(next) if next > after => after = next,
+                        _ => break,
+                    }
+                }
+            }
+            NodeKind::Repository { repo } => {
+                let mut after = String::new();
+                loop {
+                    let page = self
+                        .client
+                        .list_branches(repo, &after)
+                        .await
+                        .map_err(|e| FsError::lakefs(format!("listing branches of {repo}"), e))?;
+                    for branch in page.items {
+                        if invalid_name_reason(&branch.id).is_some() {
+                            continue;
+                        }
+                        let location = Arc::new(RefLocation {
+                            repo: repo.clone(),
+                            name: branch.id.clone(),
+                            target: RefTarget::Branch(branch.id.clone()),
+                        });
+                        let kind = NodeKind::Directory {
+                            location,
+                            prefix: String::new(),
+                            ref_root: true,
+                        };
+                        out.push(self.table.upsert(dir.ino, &branch.id, kind, None, self.validity(None)));
+                    }
+                    match page.next_after {
+                        Some(next) if next > after => after = next,
+                        _ => break,
+                    }
+                }
+            }
+            NodeKind::Directory {
+                location,
+                prefix,
+                ref_root,
+            } => {
+                let mut builder = ChildrenBuilder::new(prefix);
+                let mut request = ListRequest {
+                    prefix: prefix.clone(),
+                    after: String::new(),
+                    delimited: true,
+                    amount: crate::lakefs::MAX_PAGE,
+                };
+                loop {
+                    let page = self
+                        .client
+                        .list_objects(&location.repo, location.read_ref(), &request)
+                        .await
+                        .map_err(|e| FsError::lakefs(format!("listing {prefix} on {}", location.name), e))?;
+                    for entry in page.items {
+                        builder.push(entry);
+                    }
+                    match page.next_after {
+                        Some(next) if next > request.after => request.after = next,
+                        _ => break,
+                    }
+                }
+                let validity = self.validity(Some(location));
+                for (name, child) in builder.finish() {
+                    if *ref_root && name == CONTROL_DIR {
+                        tracing::warn!(
+                            repo = location.repo,
+                            reference = location.name,
+                            "key {prefix}{name} is shadowed by the control directory"
+                        );
+                        continue;
+                    }
+                    let inode = match child {
+                        Child::Directory => {
+                            let kind = NodeKind::Directory {
+                                location: location.clone(),
+                                prefix: format!("{prefix}{name}/"),
+                                ref_root: false,
+                            };
+                            self.table.upsert(dir.ino, &name, kind, None, validity)
+                        }
+                        Child::Object(object) => self.bind_object(dir.ino, &name, location, object, validity),
+                    };
+                    out.push(inode);
+                }
+            }
+            NodeKind::ControlDir { location } => {
+                for file in ControlFile::ALL {
+                    let kind = NodeKind::ControlFile {
+                        location: location.clone(),
+                        file,
+                    };
+                    out.push(self.table.upsert(dir.ino, file.name(), kind, None, Validity::Forever));
+                }
+            }
+            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => {
+                return Err(FsError::not_a_directory(format!(
+                    "inode {} is not a directory",
+                    dir.ino
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> FsResult<Opened> {
+        let inode = self.inode(ino)?;
+        if inode.kind.is_dir() {
+            return Err(FsError::is_a_directory(format!("inode {ino} is a directory")));
+        }
+        if mode.write || mode.truncate {
+            return Err(self.write_refusal(&inode, "open for writing"));
+        }
+        let fh = self.new_handle();
+        let (file, opened) = match &inode.kind {
+            NodeKind::File {
+                location,
+                key,
+                checksum,
+            } => {
+                let size = inode.state().object.as_ref().map_or(0, |o| o.size);
+                let version = ObjectVersion {
+                    repo: location.repo.clone(),
+                    read_ref: location.read_ref().to_string(),
+                    key: key.clone(),
+                    checksum: checksum.clone(),
+                    size,
+                };
+                let tuning = ReadTuning {
+                    block_size: self.config.block_size,
+                    initial_window: self.config.initial_read_window,
+                    max_window: self.config.max_read_window,
+                };
+                let reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                (
+                    OpenFile::Object(reader),
+                    Opened {
+                        fh,
+                        direct_io: false,
+                        keep_cache: true,
+                    },
+                )
+            }
+            NodeKind::ControlFile { location, file } => {
+                let content = self.control_content(location, *file).await?;
+                (
+                    OpenFile::Control(content),
+                    Opened {
+                        fh,
+                        direct_io: true,
+                        keep_cache: false,
+                    },
+                )
+            }
+            _ => return Err(FsError::invalid(format!("inode {ino} cannot be opened"))),
+        };
+        lock(&self.files).insert(fh, Arc::new(file));
+        Ok(opened)
+    }
+
+    /// The error for a modification of (or inside) `ino`. Writes are not implemented yet, so every ref refuses
+    /// them; a pinned ref and a `read_only` mount say why.
+    pub fn refuse_write(&self, ino: InodeNo, operation: &str) -> FsError {
+        match self.inode(ino) {
+            Ok(inode) => self.write_refusal(&inode, operation),
+            Err(err) => err,
+        }
+    }
+
+    fn write_refusal(&self, inode: &Inode, operation: &str) -> FsError {
+        let why = match inode.kind.location() {
+            Some(location) if location.is_immutable() => {
+                format!(
+                    "{} in {} is pinned to a commit and read-only",
+                    location.name, location.repo
+                )
+            }
+            _ if self.config.read_only => "the mount is read-only".to_string(),
+            _ => "writing through the mount is not supported yet".to_string(),
+        };
+        FsError::read_only(format!("{operation}: {why}"))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let file = lock(&self.files)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(format!("file handle {fh}")))?;
+        match &*file {
+            OpenFile::Object(reader) => reader.read(offset, size).await,
+            OpenFile::Control(content) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
+                let end = start.saturating_add(size as usize).min(content.len());
+                Ok(content.slice(start..end))
+            }
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        lock(&self.files).remove(&fh);
+    }
+
+    async fn head_commit(&self, location: &RefLocation) -> FsResult<String> {
+        match &location.target {
+            RefTarget::Commit(id) => Ok(id.clone()),
+            RefTarget::Branch(branch) => self
+                .client
+                .get_branch(&location.repo, branch)
+                .await
+                .map(|b| b.commit_id)
+                .map_err(|e| FsError::lakefs(format!("branch {branch}"), e)),
+        }
+    }
+
+    async fn control_content(&self, location: &RefLocation, file: ControlFile) -> FsResult<Bytes> {
+        let head = self.head_commit(location).await?;
+        let text = match file {
+            ControlFile::Head => format!("{head}\n"),
+            ControlFile::Status => {
+                let (kind, mode) = match &location.target {
+                    RefTarget::Branch(_) => ("branch", if self.config.read_only { "read-only" } else { "read" }),
+                    RefTarget::Commit(_) => ("commit (pinned)", "read-only"),
+                };
+                let (hits, misses) = self.cache.stats();
+                format!(
+                    "repository: {}\nref: {}\nref type: {kind}\nhead: {head}\nmode: {mode}\n\
+                     data cache: {} bytes, {hits} hits, {misses} misses\n",
+                    location.repo,
+                    location.name,
+                    self.cache.used_bytes(),
+                )
+            }
+        };
+        Ok(Bytes::from(text))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,40 @@
+//! Which lakeFS keys can appear as file names.
+//!
+//! lakeFS keys are arbitrary strings up to 1024 bytes; `/` only suggests directories. A key segment that a POSIX
+//! directory entry cannot carry is hidden and logged, never passed to the kernel: empty segments (`a//b`, and the
+//! `dir/` marker objects some tools write), `.` and `..`, and names over 255 bytes. When a key is both an object and
+//! a prefix (`a` and `a/b`), the directory is kept and the object hidden: the directory may hold any number of
+//! objects, the object is one.
+
+/// Longest file name the kernel accepts.
+pub const NAME_MAX: usize = 255;
+
+/// Why a key segment cannot be a file name, or `None` when it can.
+pub fn invalid_name_reason(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty path segment")
+    } else if name == "." || name == ".." {
+        Some("'.' or '..' segment")
+    } else if name.len() > NAME_MAX {
+        Some("name longer than 255 bytes")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("name contains '/' or NUL")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_impossible_names_are_rejected() {
+        for ok in ["a", "a.txt", "...", "with space", &"x".repeat(255), "日本"] {
+            assert_eq!(invalid_name_reason(ok), None, "{ok}");
+        }
+        for bad in ["", ".", "..", &"x".repeat(256), "a/b", "a\0"] {
+            assert!(invalid_name_reason(bad).is_some(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Reading one open object: block cache first, then ranged GETs, with a sequential-read prefetcher.
+//!
+//! Objects are read in fixed blocks (`block_size`, 1 MiB by default). A block is fetched with one ranged GET,
+//! checked against the checksum the handle was opened with (the gateway's ETag), and put in the shared block
+//! cache under (checksum, size, index), so any later reader of the same content - through any ref - finds it.
+//!
+//! Per handle, the prefetcher watches the read offsets:
+//! - A read that starts where the previous one ended is *sequential*. While reads stay sequential the window
+//!   (bytes fetched ahead of the reader) starts at `initial_read_window` and doubles each time the reader enters a
+//!   new block, up to `max_read_window`; every block in the window is requested at once, so several GETs are in
+//!   flight.
+//! - Any other read is a *seek*: the window drops to zero, the GETs still running for blocks the reader skipped
+//!   are aborted, and only the block(s) the read needs are fetched. Small random reads (parquet footers, `head`)
+//!   therefore cost one block each and never start a stream.
+//! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
+//!
+//! The window is per handle and bounded, the cache is global and bounded by bytes; together they bound memory.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::error::{FsError, FsResult};
+use crate::cache::{BlockKey, MemoryBlockCache};
+use crate::lakefs::LakeFs;
+
+/// One object version, as a handle reads it.
+#[derive(Debug, Clone)]
+pub struct ObjectVersion {
+    pub repo: String,
+    /// Ref used in GETs: the branch name, or the pinned commit id.
+    pub read_ref: String,
+    pub key: String,
+    pub checksum: String,
+    pub size: u64,
+}
+
+/// Prefetch tuning; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTuning {
+    pub block_size: u64,
+    pub initial_window: u64,
+    pub max_window: u64,
+}
+
+type SharedBlock = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+
+struct InFlight {
+    block: SharedBlock,
+    abort: tokio::task::AbortHandle,
+}
+
+struct ReadState {
+    /// Where a sequential reader's next read starts.
+    next_offset: u64,
+    /// Bytes to keep requested ahead of the reader; 0 after a seek.
+    window: u64,
+    /// Block of the previous read's end, to grow the window once per block.
+    last_block: Option<u64>,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Blocks requested from the server by this handle (for tests and status).
+    fetches: u64,
+}
+
+pub struct ObjectReader<L: LakeFs> {
+    client: Arc<L>,
+    cache: Arc<MemoryBlockCache>,
+    object: Arc<ObjectVersion>,
+    tuning: ReadTuning,
+    state: Mutex<ReadState>,
+}
+
+impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("object", &self.object)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Strip quotes and a multipart `-N` suffix, which lakeFS leaves out of `checksum`.
+fn normalize_etag(etag: &str) -> &str {
+    let etag = etag.trim_matches('"');
+    match etag.rsplit_once('-') {
+        Some((base, parts)) if !parts.is_empty() && parts.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => etag,
+    }
+}
+
+impl<L: LakeFs> ObjectReader<L> {
+    pub fn new(client: Arc<L>, cache: Arc<MemoryBlockCache>, object: ObjectVersion, tuning: ReadTuning) -> Self {
+        let tuning = ReadTuning {
+            block_size: tuning.block_size.max(4096),
+            ..tuning
+        };
+        Self {
+            client,
+            cache,
+            object: Arc::new(object),
+            tuning,
+            state: Mutex::new(ReadState {
+                next_offset: 0,
+                window: tuning.initial_window,
+                last_block: None,
+                in_flight: BTreeMap::new(),
+                fetches: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn key(&self, index: u64) -> BlockKey {
+        BlockKey {
+            checksum: self.object.checksum.clone(),
+            object_size: self.object.size,
+            index,
+        }
+    }
+
+    fn block_range(&self, index: u64) -> Range<u64> {
+        let start = index * self.tuning.block_size;
+        start..(start + self.tuning.block_size).min(self.object.size)
+    }
+
+    /// Current prefetch window in bytes.
+    pub fn window(&self) -> u64 {
+        self.lock().window
+    }
+
+    /// Blocks this handle has requested from the server so far.
+    pub fn fetches(&self) -> u64 {
+        self.lock().fetches
+    }
+
+    fn spawn_fetch(&self, index: u64) -> InFlight {
+        let client = self.client.clone();
+        let cache = self.cache.clone();
+        let object = self.object.clone();
+        let range = self.block_range(index);
+        let key = self.key(index);
+        let task = tokio::spawn(async move {
+            let got = client
+                .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
+                .await
+                .map_err(|e| FsError::lakefs(format!("reading {}@{} {range:?}", object.key, object.read_ref), e))?;
+            if let Some(etag) = got.etag.as_deref() {
+                if normalize_etag(etag) != normalize_etag(&object.checksum) {
+                    return Err(FsError::stale(format!(
+                        "{} changed on {} while open (checksum {} is now {etag})",
+                        object.key, object.read_ref, object.checksum
+                    )));
+                }
+            }
+            if got.data.len() as u64 != range.end - range.start {
+                return Err(FsError::stale(format!(
+                    "{} on {}: expected {} bytes at {}, got {}",
+                    object.key,
+                    object.read_ref,
+                    range.end - range.start,
+                    range.start,
+                    got.data.len()
+                )));
+            }
+            cache.put(key, got.data.clone());
+            Ok(got.data)
+        });
+        let abort = task.abort_handle();
+        let block = async move {
+            match task.await {
+                Ok(result) => result,
+                Err(join) => Err(FsError::io(format!("block fetch did not finish: {join}"))),
+            }
+        }
+        .boxed()
+        .shared();
+        InFlight { block, abort }
+    }
+
+    /// Read up to `len` bytes at `offset`; short only at end of file.
+    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        let size = self.object.size;
+        if offset >= size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        let bs = self.tuning.block_size;
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        let last_block_of_file = (size - 1) / bs;
+
+        let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
+        {
+            let mut state = self.lock();
+            if offset == state.next_offset {
+                if state.window == 0 {
+                    state.window = self.tuning.initial_window;
+                } else if state.last_block.is_some_and(|b| last > b) {
+                    state.window = (state.window.saturating_mul(2)).min(self.tuning.max_window);
+                }
+            } else {
+                state.window = 0;
+            }
+            // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
+            let window_end_block = (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
+            let stale: Vec<u64> = state
+                .in_flight
+                .keys()
+                .copied()
+                .filter(|b| *b < first || *b > window_end_block.max(last))
+                .collect();
+            for index in stale {
+                if let Some(entry) = state.in_flight.remove(&index) {
+                    entry.abort.abort();
+                }
+            }
+            for index in first..=window_end_block.max(last) {
+                if state.in_flight.contains_key(&index) || self.cache.contains(&self.key(index)) {
+                    continue;
+                }
+                let entry = self.spawn_fetch(index);
+                state.fetches += 1;
+                state.in_flight.insert(index, entry);
+            }
+            for index in first..=last {
+                needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
+            }
+            state.next_offset = end;
+            state.last_block = Some(last);
+        }
+
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (index, pending) in needed {
+            let block = match self.cache.get(&self.key(index)) {
+                Some(block) => block,
+                None => match pending {
+                    Some(pending) => pending.await?,
+                    // Evicted between planning and now: fetch it directly.
+                    None => {
+                        let entry = self.spawn_fetch(index);
+                        self.lock().fetches += 1;
+                        entry.block.await?
+                    }
+                },
+            };
+            let block_start = index * bs;
+            let from = offset.max(block_start) - block_start;
+            let to = end.min(block_start + block.len() as u64) - block_start;
+            if from < to {
+                out.extend_from_slice(&block[from as usize..to as usize]);
+            }
+        }
+        // Blocks the reader has now fully passed no longer need an entry.
+        self.lock().in_flight.retain(|index, _| *index >= last);
+        Ok(out.freeze())
+    }
+}
+
+impl<L: LakeFs> Drop for ObjectReader<L> {
+    fn drop(&mut self) {
+        for (_, entry) in std::mem::take(&mut self.lock().in_flight) {
+            entry.abort.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lakefs::mock::MockLakeFs;
+
+    const KIB: u64 = 1024;
+
+    fn setup(size: usize) -> (Arc<MockLakeFs>, Arc<MemoryBlockCache>, ObjectVersion, Vec<u8>) {
+        let mock = Arc::new(MockLakeFs::new());
+        mock.create_repository("repo", "main");
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let info = mock.put_object("repo", "main", "big", data.clone()).unwrap();
+        let object = ObjectVersion {
+            repo: "repo".into(),
+            read_ref: "main".into(),
+            key: "big".into(),
+            checksum: info.checksum,
+            size: info.size,
+        };
+        (mock, Arc::new(MemoryBlockCache::new(64 * 1024 * KIB)), object, data)
+    }
+
+    fn tuning() -> ReadTuning {
+        ReadTuning {
+            block_size: 4 * KIB,
+            initial_window: 8 * KIB,
+            max_window: 32 * KIB,
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_return_the_bytes_and_grow_the_window_to_its_cap() {
+        let (mock, cache, object, data) = setup(200 * KIB as usize);
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning());
+        let mut got = Vec::new();
+        let mut windows = Vec::new();
+        loop {
+            let chunk = reader.read(got.len() as u64, 3000).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&chunk);
+            windows.push(reader.window());
+        }
+        assert_eq!(got, data);
+        assert!(
+            windows.windows(2).all(|w| w[1] >= w[0]),
+            "window never shrinks while sequential: {windows:?}"
+        );
+        assert_eq!(*windows.last().unwrap(), 32 * KIB);
+        // Every block fetched exactly once.
+        assert_eq!(mock.requests("get_object_range"), 50);
+    }
+
+    #[tokio::test]
+    async fn a_seek_resets_the_window_and_random_reads_fetch_only_their_block() {
+        let (mock, cache, object, data) = setup(400 * KIB as usize);
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning());
+        reader.read(0, 4096).await.unwrap();
+        assert!(reader.window() > 0);
+        let before = reader.fetches();
+        let chunk = reader.read(300 * KIB + 10, 100).await.unwrap();
+        assert_eq!(&chunk[..], &data[(300 * KIB + 10) as usize..(300 * KIB + 110) as usize]);
+        assert_eq!(reader.window(), 0);
+        assert_eq!(
+            reader.fetches(),
+            before + 1,
+            "a random read fetches only the block it needs"
+        );
+        let chunk = reader.read(100 * KIB, 10).await.unwrap();
+        assert_eq!(&chunk[..], &data[(100 * KIB) as usize..(100 * KIB + 10) as usize]);
+        assert_eq!(reader.fetches(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn cached_blocks_are_served_without_requests_to_another_handle() {
+        let (mock, cache, object, data) = setup(20 * KIB as usize);
+        let first = ObjectReader::new(mock.clone(), cache.clone(), object.clone(), tuning());
+        let mut offset = 0;
+        while offset < data.len() as u64 {
+            offset += first.read(offset, 4096).await.unwrap().len() as u64;
+        }
+        let requests = mock.requests("get_object_range");
+        let second = ObjectReader::new(mock.clone(), cache, object, tuning());
+        let all = second.read(0, 20 * KIB as u32).await.unwrap();
+        assert_eq!(&all[..], &data[..]);
+        assert_eq!(mock.requests("get_object_range"), requests);
+    }
+
+    #[tokio::test]
+    async fn an_object_replaced_while_open_reads_as_stale() {
+        let (mock, cache, object, _) = setup(10 * KIB as usize);
+        mock.put_object("repo", "main", "big", vec![1u8; 10 * KIB as usize])
+            .unwrap();
+        let reader = ObjectReader::new(mock, cache, object, tuning());
+        let err = reader.read(0, 100).await.unwrap_err();
+        assert_eq!(err.errno, libc::ESTALE);
+    }
+
+    #[test]
+    fn etags_compare_without_quotes_or_part_counts() {
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalize_etag("\"abc-12\""), "abc");
+        assert_eq!(normalize_etag("abc-def"), "abc-def");
+    }
+}

@@ -1,0 +1,198 @@
+//! Directory listings: turning `objects/ls` pages into directory entries, and per-handle snapshots.
+//!
+//! A directory handle takes a snapshot of the whole directory when it is read at offset 0: `.` and `..`, then the
+//! children in listing order. The cookie of entry `i` is `i + 1`, so any cookie handed out earlier can be served
+//! again - `seekdir`, a repeated offset after an interrupted call, or a buffer that filled up mid-page - and
+//! entries added or removed on the server while the handle is being read neither appear twice nor go missing.
+//! Reading offset 0 again (rewinddir) takes a fresh snapshot.
+//!
+//! Listing rules (see [`super::names`]): keys under the prefix become file names, common prefixes directory
+//! names; impossible names are dropped and logged; when a name is both an object and a prefix the directory wins.
+//! `objects/ls` returns size, mtime, checksum and metadata with every object, which primes the attributes, so
+//! `ls -l` (readdirplus) needs no request per entry.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::attr::Attr;
+use super::inode::InodeNo;
+use super::names::invalid_name_reason;
+use crate::lakefs::{ListEntry, ObjectInfo};
+
+/// One entry as handed to the kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirEntry {
+    pub ino: InodeNo,
+    pub name: String,
+    pub attr: Attr,
+    pub ttl: Duration,
+    /// Cookie of the *next* entry.
+    pub offset: u64,
+}
+
+/// Receives entries for one readdir reply (implemented by the FUSE adapter and by tests).
+pub trait DirectoryReplier {
+    /// Add an entry; returns `true` when the reply buffer is full and the entry was NOT added.
+    fn add(&mut self, entry: &DirEntry) -> bool;
+}
+
+impl DirectoryReplier for Vec<DirEntry> {
+    fn add(&mut self, entry: &DirEntry) -> bool {
+        self.push(entry.clone());
+        false
+    }
+}
+
+/// A child of an object directory, derived from a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Child {
+    Directory,
+    Object(ObjectInfo),
+}
+
+/// Accumulates listing pages of one directory into its children, applying the naming rules.
+#[derive(Debug, Default)]
+pub struct ChildrenBuilder {
+    prefix: String,
+    children: BTreeMap<String, Child>,
+}
+
+impl ChildrenBuilder {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, entry: ListEntry) {
+        let path = entry.path().to_string();
+        let Some(rest) = path.strip_prefix(&self.prefix) else {
+            tracing::warn!(
+                path,
+                prefix = self.prefix,
+                "listing returned a key outside the prefix; ignored"
+            );
+            return;
+        };
+        let (name, child) = match entry {
+            ListEntry::Prefix(_) => (rest.strip_suffix('/').unwrap_or(rest).to_string(), Child::Directory),
+            ListEntry::Object(object) => {
+                if rest.is_empty() {
+                    // A `dir/` marker object: the directory itself, not an entry in it.
+                    return;
+                }
+                (rest.to_string(), Child::Object(object))
+            }
+        };
+        if let Some(reason) = invalid_name_reason(&name) {
+            tracing::warn!(key = path, reason, "hiding a key that cannot be a file name");
+            return;
+        }
+        match (self.children.get(&name), &child) {
+            (Some(Child::Directory), Child::Object(_)) => {
+                tracing::warn!(key = path, "hiding an object that is also a directory prefix");
+            }
+            (Some(Child::Object(_)), Child::Directory) => {
+                tracing::warn!(
+                    key = path.trim_end_matches('/'),
+                    "hiding an object that is also a directory prefix"
+                );
+                self.children.insert(name, child);
+            }
+            _ => {
+                self.children.insert(name, child);
+            }
+        }
+    }
+
+    /// Children sorted by name.
+    pub fn finish(self) -> BTreeMap<String, Child> {
+        self.children
+    }
+}
+
+/// An open directory and its snapshot.
+#[derive(Debug)]
+pub struct DirHandle {
+    pub ino: InodeNo,
+    snapshot: Mutex<Option<Vec<DirEntry>>>,
+}
+
+impl DirHandle {
+    pub fn new(ino: InodeNo) -> Self {
+        Self {
+            ino,
+            snapshot: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<DirEntry>>> {
+        self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a read at `offset` needs a new snapshot (first read, or a rewind to 0).
+    pub fn needs_snapshot(&self, offset: u64) -> bool {
+        offset == 0 || self.lock().is_none()
+    }
+
+    /// Install a snapshot; cookies are assigned here.
+    pub fn set_snapshot(&self, mut entries: Vec<DirEntry>) {
+        for (index, entry) in entries.iter_mut().enumerate() {
+            entry.offset = index as u64 + 1;
+        }
+        *self.lock() = Some(entries);
+    }
+
+    /// Entries from cookie `offset` on.
+    pub fn entries_from(&self, offset: u64) -> Vec<DirEntry> {
+        let guard = self.lock();
+        let entries = guard.as_deref().unwrap_or_default();
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| entries.get(start..))
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(path: &str) -> ListEntry {
+        ListEntry::Object(ObjectInfo {
+            path: path.into(),
+            size: 1,
+            mtime: 0,
+            checksum: "c".into(),
+            metadata: Default::default(),
+        })
+    }
+
+    #[test]
+    fn impossible_names_are_hidden_and_directories_win_clashes() {
+        let mut builder = ChildrenBuilder::new("d/");
+        for entry in [
+            object("d/"),
+            object("d/a"),
+            ListEntry::Prefix("d/a/".into()),
+            ListEntry::Prefix("d//".into()),
+            object("d/."),
+            ListEntry::Prefix("d/../".into()),
+            object(&format!("d/{}", "x".repeat(256))),
+            object("d/ok.txt"),
+            ListEntry::Prefix("d/sub/".into()),
+            object("d/sub"),
+        ] {
+            builder.push(entry);
+        }
+        let children = builder.finish();
+        let names: Vec<_> = children.keys().cloned().collect();
+        assert_eq!(names, ["a", "ok.txt", "sub"]);
+        assert_eq!(children["a"], Child::Directory);
+        assert_eq!(children["sub"], Child::Directory);
+        assert!(matches!(children["ok.txt"], Child::Object(_)));
+    }
+}

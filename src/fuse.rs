@@ -1,0 +1,394 @@
+//! The fuser adapter: each callback runs the matching [`Filesystem`] operation on the tokio runtime and replies.
+//!
+//! FUSE threads are not runtime threads, so `handle.block_on` is safe here; the session runs several FUSE threads
+//! so one slow request does not stall the others, and every remote call has its own deadline in the core's client.
+//! Errors reach the kernel only through [`fuse_error!`], which logs at the error's own level. Nothing in here
+//! decides semantics - that is the core's job.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::fs::error::ErrorLevel;
+use crate::fs::{self, Attr, DirEntry, DirectoryReplier, FileKind, Filesystem, FsError, OpenMode};
+use crate::lakefs::LakeFs;
+
+/// Log an error at its level and reply with its errno.
+macro_rules! fuse_error {
+    ($op:expr, $reply:expr, $err:expr) => {{
+        let err: FsError = $err;
+        match err.level {
+            ErrorLevel::Debug => tracing::debug!(op = $op, errno = err.errno, "{err}"),
+            ErrorLevel::Warn => tracing::warn!(op = $op, errno = err.errno, "{err}"),
+        }
+        $reply.error(Errno::from_i32(err.errno));
+    }};
+}
+
+pub struct FuseFilesystem<L: LakeFs> {
+    fs: Arc<Filesystem<L>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<L: LakeFs> FuseFilesystem<L> {
+    pub fn new(fs: Arc<Filesystem<L>>, runtime: tokio::runtime::Handle) -> Self {
+        Self { fs, runtime }
+    }
+}
+
+fn to_file_attr(attr: &Attr) -> FileAttr {
+    let (kind, nlink) = match attr.kind {
+        FileKind::Directory => (FileType::Directory, 2),
+        FileKind::RegularFile => (FileType::RegularFile, 1),
+        FileKind::Symlink => (FileType::Symlink, 1),
+    };
+    FileAttr {
+        ino: INodeNo(attr.ino.0),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind,
+        perm: attr.perm,
+        nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 128 * 1024,
+        flags: 0,
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+/// lakeFS keys are UTF-8; a name that is not cannot exist there.
+fn utf8_name(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str()
+        .ok_or_else(|| FsError::not_found(format!("{name:?} is not UTF-8")))
+}
+
+struct PlainReplier<'a>(&'a mut ReplyDirectory);
+
+impl DirectoryReplier for PlainReplier<'_> {
+    fn add(&mut self, entry: &DirEntry) -> bool {
+        self.0.add(
+            INodeNo(entry.ino.0),
+            entry.offset,
+            file_type(entry.attr.kind),
+            &entry.name,
+        )
+    }
+}
+
+struct PlusReplier<'a>(&'a mut ReplyDirectoryPlus);
+
+impl DirectoryReplier for PlusReplier<'_> {
+    fn add(&mut self, entry: &DirEntry) -> bool {
+        self.0.add(
+            INodeNo(entry.ino.0),
+            entry.offset,
+            &entry.name,
+            &entry.ttl,
+            &to_file_attr(&entry.attr),
+            Generation(0),
+        )
+    }
+}
+
+impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // readdirplus primes attributes from listings: `ls -l` costs one listing, not one stat per entry.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            tracing::info!(?missing, "kernel does not offer readdirplus");
+        }
+        // More background requests than the kernel default let readahead keep several GETs in flight.
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = match utf8_name(name) {
+            Ok(name) => self.runtime.block_on(self.fs.lookup(fs::InodeNo(parent.0), name)),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+            Err(err) => fuse_error!("lookup", reply, err),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(fs::InodeNo(ino.0), nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.runtime.block_on(self.fs.getattr(fs::InodeNo(ino.0))) {
+            Ok(entry) => reply.attr(&entry.ttl, &to_file_attr(&entry.attr)),
+            Err(err) => fuse_error!("getattr", reply, err),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.runtime.block_on(self.fs.readlink(fs::InodeNo(ino.0))) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(err) => fuse_error!("readlink", reply, err),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode = OpenMode {
+            write: !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY),
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
+        match self.runtime.block_on(self.fs.open(fs::InodeNo(ino.0), mode)) {
+            Ok(opened) => {
+                let mut open_flags = FopenFlags::empty();
+                if opened.direct_io {
+                    open_flags |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                if opened.keep_cache {
+                    open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(opened.fh), open_flags)
+            }
+            Err(err) => fuse_error!("open", reply, err),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.runtime.block_on(self.fs.read(fh.0, offset, size)) {
+            Ok(data) => reply.data(&data),
+            Err(err) => fuse_error!("read", reply, err),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.runtime.block_on(self.fs.opendir(fs::InodeNo(ino.0))) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(err) => fuse_error!("opendir", reply, err),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let result = self.runtime.block_on(self.fs.readdir(
+            fs::InodeNo(ino.0),
+            fh.0,
+            offset,
+            false,
+            &mut PlainReplier(&mut reply),
+        ));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("readdir", reply, err),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let result = self.runtime.block_on(self.fs.readdir(
+            fs::InodeNo(ino.0),
+            fh.0,
+            offset,
+            true,
+            &mut PlusReplier(&mut reply),
+        ));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("readdirplus", reply, err),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // lakeFS has no meaningful capacity; report a large, mostly free filesystem so tools do not refuse it.
+        const BLOCKS: u64 = 1 << 40;
+        reply.statfs(
+            BLOCKS,
+            BLOCKS,
+            BLOCKS,
+            1 << 30,
+            1 << 30,
+            4096,
+            fs::names::NAME_MAX as u32,
+            4096,
+        );
+    }
+
+    // Modifications: the write side is not implemented yet; every ref refuses them with EROFS.
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        fuse_error!("setattr", reply, self.fs.refuse_write(fs::InodeNo(ino.0), "setattr"));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        fuse_error!("mknod", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "mknod"));
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        fuse_error!("mkdir", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "mkdir"));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        fuse_error!("unlink", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "unlink"));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        fuse_error!("rmdir", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "rmdir"));
+    }
+
+    fn symlink(&self, _req: &Request, parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        fuse_error!("symlink", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "symlink"));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        fuse_error!("rename", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "rename"));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        fuse_error!("create", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "create"));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        fuse_error!("write", reply, self.fs.refuse_write(fs::InodeNo(ino.0), "write"));
+    }
+}
+
+/// Kernel-side mount settings.
+#[derive(Debug, Clone)]
+pub struct FuseConfig {
+    pub read_only: bool,
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Shown by `mount` as the source (`fsname=`).
+    pub fs_name: String,
+}
+
+impl FuseConfig {
+    pub fn to_fuser_config(&self) -> fuser::Config {
+        use fuser::MountOption;
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            MountOption::FSName(self.fs_name.clone()),
+            MountOption::Subtype("lakefs".to_string()),
+            MountOption::DefaultPermissions,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+            if self.read_only {
+                MountOption::RO
+            } else {
+                MountOption::RW
+            },
+        ];
+        if self.allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        config.n_threads = Some(self.threads.max(1));
+        config.clone_fd = true;
+        config
+    }
+}
+
+/// Kernel TTL used for entries the core marks as never expiring; exported for tests.
+pub const LONG_TTL: Duration = fs::IMMUTABLE_TTL;

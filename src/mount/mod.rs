@@ -1,0 +1,282 @@
+//! Running a mount: checks before mounting, daemonizing, the FUSE session, and a clean unmount on signals.
+//!
+//! Order of events, chosen so every predictable failure is reported on the user's terminal with a clear message
+//! and a non-zero exit, before anything is mounted:
+//! 1. parse the source, resolve connection settings ([`options`]), check the mountpoint and `/dev/fuse`;
+//! 2. build the filesystem core, which makes one request proving the credentials and the repository/ref;
+//! 3. without `-f`: fork; the child (in a new session) repeats step 2 with its own runtime, mounts, and reports
+//!    "ready" or its error through a pipe; the parent exits 0 only on "ready", else prints the child's error.
+//!    Forking happens before any runtime exists in the process that keeps running: tokio threads do not survive
+//!    a fork;
+//! 4. serve until SIGINT/SIGTERM (unmount, lazily if busy) or until someone unmounts with `fusermount3 -u`.
+//!
+//! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
+//! against any implementation.
+
+pub mod options;
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use self::options::{resolve_connection, MountOptions};
+use crate::fs::{Filesystem, FsConfig, FsError, Source};
+use crate::fuse::{FuseConfig, FuseFilesystem};
+use crate::lakefs::{ClientConfig, LakeFs, LakeFsError, RemoteLakeFs};
+
+/// A mount as the command line asked for it.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    pub source: String,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub options: MountOptions,
+}
+
+/// The filesystem settings `options` ask for, over the defaults.
+pub fn fs_config(options: &MountOptions) -> FsConfig {
+    let defaults = FsConfig::default();
+    FsConfig {
+        uid: options.uid.unwrap_or(defaults.uid),
+        gid: options.gid.unwrap_or(defaults.gid),
+        file_mode: options.file_mode.unwrap_or(defaults.file_mode),
+        dir_mode: options.dir_mode.unwrap_or(defaults.dir_mode),
+        metadata_ttl: options.metadata_ttl.unwrap_or(defaults.metadata_ttl),
+        max_memory: options.max_memory.unwrap_or(defaults.max_memory),
+        read_only: options.read_only,
+        ..defaults
+    }
+}
+
+/// The mountpoint must be an existing, empty directory.
+pub fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("mountpoint {} does not exist", path.display()),
+        _ => anyhow!("mountpoint {}: {e}", path.display()),
+    })?;
+    if !metadata.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    let mut entries = std::fs::read_dir(path).with_context(|| format!("mountpoint {}", path.display()))?;
+    if entries.next().is_some() {
+        bail!("mountpoint {} is not empty", path.display());
+    }
+    path.canonicalize()
+        .with_context(|| format!("mountpoint {}", path.display()))
+}
+
+fn check_fuse_device() -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container --device /dev/fuse");
+    }
+    Ok(())
+}
+
+/// Turn the core's start-up error into a sentence about what the user got wrong.
+fn explain_startup_error(err: FsError, source: &str, endpoint: &str) -> anyhow::Error {
+    match &err.source {
+        Some(LakeFsError::Unauthorized(_)) | Some(LakeFsError::Forbidden(_)) => {
+            anyhow!("lakeFS at {endpoint} rejected the credentials ({err}); check the access key id and secret")
+        }
+        Some(LakeFsError::NotFound(_)) => anyhow!("{source}: not found on {endpoint} ({err})"),
+        Some(LakeFsError::Transport(_)) | Some(LakeFsError::Timeout(_)) | Some(LakeFsError::Unavailable(_)) => {
+            anyhow!("cannot reach lakeFS at {endpoint}: {err}")
+        }
+        _ => anyhow!("{source}: {err}"),
+    }
+}
+
+fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lakefs-fuse-rt")
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Mount with the real lakeFS client.
+pub fn run_mount(request: MountRequest) -> anyhow::Result<()> {
+    run_mount_with(request, |config| RemoteLakeFs::new(config).map_err(anyhow::Error::from))
+}
+
+/// Mount with the client `make_client` builds (see the module docs for the order of events).
+pub fn run_mount_with<L, F>(request: MountRequest, make_client: F) -> anyhow::Result<()>
+where
+    L: LakeFs,
+    F: Fn(&ClientConfig) -> anyhow::Result<L>,
+{
+    let source = Source::parse(&request.source)?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let client_config = resolve_connection(&request.options, |name| std::env::var(name).ok(), home.as_deref())?;
+    let fs_config = fs_config(&request.options);
+    let mountpoint = check_mountpoint(&request.mountpoint)?;
+    check_fuse_device()?;
+    let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
+        let client = Arc::new(make_client(&client_config)?);
+        runtime
+            .block_on(Filesystem::new(client, source.clone(), fs_config.clone()))
+            .map_err(|e| explain_startup_error(e, &request.source, &client_config.endpoint))
+    };
+    let fuse_config = |fs: &Filesystem<L>| FuseConfig {
+        read_only: fs.is_read_only(),
+        allow_other: request.options.allow_other,
+        threads: request.options.threads.unwrap_or(16),
+        fs_name: "lakefs".to_string(),
+    };
+
+    if request.foreground {
+        let runtime = build_runtime()?;
+        let fs = start(&runtime)?;
+        let fuse = fuse_config(&fs);
+        return serve(runtime, fs, &mountpoint, &fuse, |_| {});
+    }
+
+    // Validate in the parent, so mistakes show up here; then drop every thread before forking.
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        start(&runtime)?;
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+    daemonize(|report| {
+        let runtime = build_runtime()?;
+        let fs = start(&runtime)?;
+        let fuse = fuse_config(&fs);
+        serve(runtime, fs, &mountpoint, &fuse, report)
+    })
+}
+
+/// Mount `fs` at `mountpoint` and serve it until a signal or an external unmount. `on_mounted` learns whether the
+/// mount went live.
+fn serve<L: LakeFs>(
+    runtime: tokio::runtime::Runtime,
+    fs: Filesystem<L>,
+    mountpoint: &Path,
+    fuse: &FuseConfig,
+    on_mounted: impl FnOnce(Result<(), String>),
+) -> anyhow::Result<()> {
+    let fs = Arc::new(fs);
+    let adapter = FuseFilesystem::new(fs, runtime.handle().clone());
+    let session = match fuser::Session::new(adapter, mountpoint, &fuse.to_fuser_config()) {
+        Ok(session) => session,
+        Err(err) => {
+            let err = anyhow!("mounting at {}: {err}", mountpoint.display());
+            on_mounted(Err(format!("{err:#}")));
+            return Err(err);
+        }
+    };
+    let mut session = session;
+    let mut unmounter = session.unmount_callable();
+    tracing::info!(mountpoint = %mountpoint.display(), read_only = fuse.read_only, "mounted");
+    on_mounted(Ok(()));
+
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
+        let _ = done_tx.send(session.run());
+    })?;
+    let signalled = runtime.block_on(async {
+        tokio::select! {
+            result = &mut done_rx => Err(result),
+            signal = shutdown_signal() => Ok(signal),
+        }
+    });
+    match signalled {
+        Err(result) => {
+            tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
+            result.unwrap_or(Ok(())).context("FUSE session failed")?;
+        }
+        Ok(signal) => {
+            tracing::info!(signal, mountpoint = %mountpoint.display(), "unmounting");
+            if let Err(err) = unmounter.unmount() {
+                tracing::warn!(error = %err, "unmount failed (busy?); detaching lazily");
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(mountpoint)
+                    .status();
+            }
+            let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), done_rx).await });
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Fork; the child runs `child` with a reporter it must call once the mount is live (or failed); the parent waits
+/// for that report and exits accordingly.
+fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the ready pipe");
+    }
+    // SAFETY: fork is called while this process runs a single thread (every runtime was shut down above).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid > 0 {
+        // Parent: wait for the child's verdict.
+        // SAFETY: both descriptors come from pipe(2) above and are owned here exactly once.
+        let (mut reader, writer) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+        drop(writer);
+        let mut message = String::new();
+        reader
+            .read_to_string(&mut message)
+            .context("waiting for the mount to come up")?;
+        return match message.strip_prefix("ready") {
+            Some(_) => Ok(()),
+            None if message.is_empty() => Err(anyhow!("the mount process exited before the mount was ready")),
+            None => Err(anyhow!("{}", message.trim_start_matches("error: ").trim_end())),
+        };
+    }
+    // Child.
+    // SAFETY: as above; the child owns its copies of the descriptors.
+    let (reader, writer) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+    drop(reader);
+    // SAFETY: setsid has no memory-safety preconditions; it detaches from the controlling terminal.
+    unsafe { libc::setsid() };
+    let _ = std::env::set_current_dir("/");
+    let mut writer = Some(writer);
+    let mut report = |result: Result<(), String>| {
+        if let Some(mut pipe) = writer.take() {
+            let message = match &result {
+                Ok(()) => "ready".to_string(),
+                Err(err) => format!("error: {err}"),
+            };
+            let _ = pipe.write_all(message.as_bytes());
+            if result.is_ok() {
+                detach_stdio();
+            }
+        }
+    };
+    let result = child(&mut report);
+    if let Err(err) = &result {
+        report(Err(format!("{err:#}")));
+    }
+    result
+}
+
+/// Point stdin/stdout/stderr at /dev/null once the parent has gone.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
