@@ -875,8 +875,18 @@ async fn authentication_failures() {
     assert_eq!(code(&err.unwrap_err()), "AccessDenied");
 
     // A signed request aimed at the REST API is S3 to the router, with a hint in the error.
-    let err = s.client.get_object().bucket("api").key("v1/repositories").send().await.unwrap_err();
-    assert_eq!((status(&err), code(&err).as_str()), (404, "ErrNoSuchBucketPossibleAPIEndpoint"));
+    let err = s
+        .client
+        .get_object()
+        .bucket("api")
+        .key("v1/repositories")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status(&err), code(&err).as_str()),
+        (404, "ErrNoSuchBucketPossibleAPIEndpoint")
+    );
 
     // Unsigned requests never read data: on localhost they are not S3 at all, with a gateway Host they are
     // rejected as unsigned.
