@@ -69,6 +69,7 @@ pub struct BodyCheck {
     checksum_sha256_header: Option<String>,
     /// A streamed checksum and the header value claiming it (`None`: the claim comes as a trailer).
     streamed_checksum: Option<(Checksummer, Option<String>)>,
+    announces_sha256_trailer: bool,
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -134,7 +135,13 @@ pub fn request_body(body: Body, headers: &HeaderMap, payload: &Payload) -> S3Res
         }
         None => stream,
     };
+    let announces_sha256_trailer = header_str(headers, "x-amz-trailer").is_some_and(|names| {
+        names
+            .split(',')
+            .any(|n| n.trim().eq_ignore_ascii_case("x-amz-checksum-sha256"))
+    });
     let check = BodyCheck {
+        announces_sha256_trailer,
         streamed_checksum,
         report,
         expected_sha256,
@@ -145,6 +152,11 @@ pub fn request_body(body: Body, headers: &HeaderMap, payload: &Payload) -> S3Res
 }
 
 impl BodyCheck {
+    /// True when the body's SHA-256 must be known to verify it (a signed payload hash or a SHA-256 checksum).
+    pub fn needs_sha256(&self) -> bool {
+        self.expected_sha256.is_some() || self.checksum_sha256_header.is_some() || self.announces_sha256_trailer
+    }
+
     /// The body's own failure, if it had one.
     pub fn body_error(&self) -> Option<S3Error> {
         self.report.error()

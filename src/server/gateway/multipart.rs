@@ -195,17 +195,20 @@ struct WrittenPart {
     temp: PathBuf,
 }
 
-/// Streams `data` into a temporary part file, hashing as it goes.
-async fn write_part(upload: &Upload, number: u32, mut data: ByteStream) -> S3Result<WrittenPart> {
+/// Streams `data` into a temporary part file, hashing as it goes (SHA-256 only when something must be checked
+/// against it: parts are not content-addressed, so it is otherwise wasted work).
+async fn write_part(upload: &Upload, number: u32, mut data: ByteStream, with_sha256: bool) -> S3Result<WrittenPart> {
     let stem = format!("part-{number:05}-{}", hex::encode(rand::random::<[u8; 8]>()));
     let temp = upload.dir.join(format!("{stem}.tmp"));
     let result: S3Result<(PartRecord, String)> = async {
         let mut file = tokio::fs::File::create(&temp).await.map_err(S3Error::internal)?;
-        let (mut md5, mut sha256, mut size) = (Md5::new(), Sha256::new(), 0u64);
+        let (mut md5, mut sha256, mut size) = (Md5::new(), with_sha256.then(Sha256::new), 0u64);
         while let Some(piece) = data.next().await {
             let piece = piece.map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
             md5.update(&piece);
-            sha256.update(&piece);
+            if let Some(sha256) = &mut sha256 {
+                sha256.update(&piece);
+            }
             size += piece.len() as u64;
             file.write_all(&piece).await.map_err(S3Error::internal)?;
         }
@@ -217,7 +220,7 @@ async fn write_part(upload: &Upload, number: u32, mut data: ByteStream) -> S3Res
             last_modified: unix_now(),
             data_file: format!("{stem}.data"),
         };
-        Ok((record, hex::encode(sha256.finalize())))
+        Ok((record, sha256.map(|h| hex::encode(h.finalize())).unwrap_or_default()))
     }
     .await;
     match result {
@@ -252,7 +255,7 @@ pub async fn upload_part(ctx: &Ctx, body: Body) -> S3Result<Response> {
     let number = part_number(ctx)?;
     let upload = load_upload(ctx).await?;
     let (stream, check) = request_body(body, &ctx.headers, &ctx.payload)?;
-    let part = write_part(&upload, number, stream)
+    let part = write_part(&upload, number, stream, check.needs_sha256())
         .await
         .map_err(|e| check.body_error().unwrap_or(e))?;
     if let Err(e) = check.verify(&part.sha256, &part.record.md5) {
@@ -287,7 +290,7 @@ pub async fn upload_part_copy(ctx: &Ctx) -> S3Result<Response> {
         })?;
     file.seek(SeekFrom::Start(start)).await.map_err(S3Error::internal)?;
     let stream: ByteStream = Box::pin(tokio_util::io::ReaderStream::new(file.take(length)));
-    let part = write_part(&upload, number, stream).await?;
+    let part = write_part(&upload, number, stream, false).await?;
     commit_part(&upload, &part).await?;
     let mut xml = XmlWriter::new();
     xml.root("CopyPartResult");
