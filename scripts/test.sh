@@ -22,4 +22,4 @@ cargo test "${fuse_feature[@]}"
 
 echo "== compat suite (official lakeFS clients)"
 cargo build -q
-LAKEFS_FUSE_BIN="$PWD/target/debug/lakefs-fuse" .venv/bin/python -m pytest -q scripts/conformance/python
+LAKEFS_FUSE_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/lakefs-fuse" .venv/bin/python -m pytest -q scripts/conformance/python

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Read-side benchmark of the mount against its peers, all on the same `lakefs-fuse serve` and in the same run:
+# lakefs-fuse, s3fs and rclone mount (bucket = repository, prefix = branch), plus the plain aws-sdk-s3 client
+# (examples/s3_throughput) as the ranged-GET ceiling. Prints a markdown table; not a test, run it by hand (root).
+#   scripts/bench/read.sh [FILE_MIB] [RANDREAD_SECONDS] [LIST_OBJECTS]
+# defaults: 1024 MiB files, 60 s random reads, 100000 objects for ls -l and find.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+file_mib=${1:-1024}
+rand_secs=${2:-60}
+objects=${3:-100000}
+op_timeout=${OP_TIMEOUT:-300}
+work=$(mktemp -d /tmp/lakefs-bench-read.XXXXXX)
+port=18124
+ep=http://127.0.0.1:$port
+export AWS_ACCESS_KEY_ID=AKIAIOSFOLQUICKSTART AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+export LAKECTL_SERVER_ENDPOINT_URL=$ep LAKECTL_CREDENTIALS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID \
+  LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+tools=(lakefs-fuse s3fs rclone)
+server_pid=
+
+unmount_all() { for t in "${tools[@]}"; do fusermount3 -u "$work/mnt/$t" 2>/dev/null || fusermount3 -uz "$work/mnt/$t" 2>/dev/null || true; done; }
+cleanup() { unmount_all; [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+command -v s3fs >/dev/null && command -v rclone >/dev/null && command -v fio >/dev/null ||
+  { apt-get update -qq && apt-get install -y -qq s3fs rclone fio fuse3 >/dev/null; }
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release -q --bin lakefs-fuse --example s3_throughput --example populate_store
+bin=$target/release/lakefs-fuse
+
+echo "loading data: $objects objects in one directory, $objects in 1000 directories, 4 files of $file_mib MiB" >&2
+"$target/release/examples/populate_store" "$work/data" bench flat "$objects" 1 >&2
+"$target/release/examples/populate_store" "$work/data" bench tree "$objects" 1000 >&2
+"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do curl -sf "$ep/_health" >/dev/null && break; sleep 0.1; done
+head -c "$((file_mib << 20))" /dev/urandom >"$work/file"
+for i in 0 1 2 3; do "$target/release/examples/s3_throughput" "$ep" bench "main/big/file$i.bin" "$work/file" 8 put >/dev/null; done
+rm -f "$work/file"
+curl -sf -u "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'Content-Type: application/json' -d '{"message":"big files"}' \
+  "$ep/api/v1/repositories/bench/branches/main/commits" >/dev/null
+
+printf '%s:%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$work/s3fs.passwd"
+chmod 600 "$work/s3fs.passwd"
+cat >"$work/rclone.conf" <<EOT
+[lk]
+type = s3
+provider = Other
+endpoint = $ep
+access_key_id = $AWS_ACCESS_KEY_ID
+secret_access_key = $AWS_SECRET_ACCESS_KEY
+force_path_style = true
+EOT
+
+mount_tool() { # fresh mount, cold kernel caches
+  local t=$1 m=$work/mnt/$1
+  fusermount3 -u "$m" 2>/dev/null || true
+  mkdir -p "$m"
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  case $t in
+    lakefs-fuse) "$bin" mount lakefs://bench/main "$m" ;;
+    s3fs) s3fs bench:/main "$m" -o url="$ep",use_path_request_style,passwd_file="$work/s3fs.passwd",endpoint=us-east-1 ;;
+    rclone) env -u AWS_CA_BUNDLE rclone mount lk:bench/main "$m" --config "$work/rclone.conf" --daemon ;;
+  esac
+  for _ in $(seq 100); do mountpoint -q "$m" && [ -e "$m/big" ] && return 0; sleep 0.1; done
+  echo "mount of $t failed" >&2; return 1
+}
+
+timed() { # prints seconds, or ">N" on timeout
+  local start end
+  start=$(date +%s.%N)
+  if timeout "$op_timeout" "$@" >/dev/null 2>&1; then end=$(date +%s.%N); printf '%.2f' "$(echo "$end - $start" | bc -l)"
+  else printf '>%s' "$op_timeout"; fi
+}
+
+fio_bw() { # fio args... -> MiB/s
+  timeout "$op_timeout" fio --output-format=json "$@" 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print(round(j["jobs"][0]["read"]["bw"]/1024,1))' || echo "n/a"
+}
+fio_iops() {
+  timeout $((op_timeout + rand_secs)) fio --output-format=json "$@" 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print(round(j["jobs"][0]["read"]["iops"]))' || echo "n/a"
+}
+
+pid_of_mount() { pgrep -f "lakefs-fuse mount lakefs://bench/main" | head -1; }
+
+declare -A seq seq4 rand lscold lswarm findt rss
+for t in "${tools[@]}"; do
+  echo "== $t" >&2
+  m=$work/mnt/$t
+  mount_tool "$t"
+  seq[$t]=$(fio_bw --name=seq --filename="$m/big/file0.bin" --rw=read --bs=1M --ioengine=psync --readonly)
+  [ "$t" = lakefs-fuse ] && rss[$t]=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$(pid_of_mount)/status")
+  mount_tool "$t"
+  seq4[$t]=$(fio_bw --name=seq4 --rw=read --bs=1M --ioengine=psync --readonly --group_reporting \
+    --filename="$m/big/file0.bin" --name=r1 --filename="$m/big/file1.bin" --name=r2 --filename="$m/big/file2.bin" \
+    --name=r3 --filename="$m/big/file3.bin")
+  mount_tool "$t"
+  rand[$t]=$(fio_iops --name=rand --filename="$m/big/file0.bin" --rw=randread --bs=4k --ioengine=psync --readonly \
+    --time_based --runtime="$rand_secs" --norandommap)
+  mount_tool "$t"
+  lscold[$t]=$(timed ls -l "$m/flat")
+  lswarm[$t]=$(timed ls -l "$m/flat")
+  mount_tool "$t"
+  findt[$t]=$(timed find "$m/tree")
+  fusermount3 -u "$m"
+done
+
+sdk1=$("$target/release/examples/s3_throughput" "$ep" bench main/big/file0.bin /dev/null 1 get | sed -E 's/.*"mib_per_s":([0-9.]+).*/\1/')
+sdk8=$("$target/release/examples/s3_throughput" "$ep" bench main/big/file0.bin /dev/null 8 get | sed -E 's/.*"mib_per_s":([0-9.]+).*/\1/')
+
+echo "| job | lakefs-fuse | s3fs | rclone |"
+echo "|---|---|---|---|"
+echo "| seq read ${file_mib} MiB, 1 job, MiB/s | ${seq[lakefs-fuse]} | ${seq[s3fs]} | ${seq[rclone]} |"
+echo "| 4 readers on 4 files, aggregate MiB/s | ${seq4[lakefs-fuse]} | ${seq4[s3fs]} | ${seq4[rclone]} |"
+echo "| random 4 KiB reads, ${rand_secs} s, IOPS | ${rand[lakefs-fuse]} | ${rand[s3fs]} | ${rand[rclone]} |"
+echo "| ls -l of $objects objects, cold, s | ${lscold[lakefs-fuse]} | ${lscold[s3fs]} | ${lscold[rclone]} |"
+echo "| ls -l of $objects objects, warm, s | ${lswarm[lakefs-fuse]} | ${lswarm[s3fs]} | ${lswarm[rclone]} |"
+echo "| find over $objects objects in 1000 dirs, s | ${findt[lakefs-fuse]} | ${findt[s3fs]} | ${findt[rclone]} |"
+echo
+echo "aws-sdk-s3 GET of the same file: 1 stream ${sdk1} MiB/s, 8 ranged streams ${sdk8} MiB/s"
+echo "lakefs-fuse mount peak RSS during the sequential read: ${rss[lakefs-fuse]} MiB"
