@@ -56,6 +56,11 @@ fn client(endpoint: &str, access_key_id: &str, secret: &str) -> Client {
 
 /// A server with repository [`REPO`] (branches `main` and `dev`) and a tag `v1` on main's first commit.
 async fn server() -> TestServer {
+    server_with(|_| {}).await
+}
+
+/// Like [`server`], with extra store setup before the server opens the store.
+async fn server_with(setup: impl FnOnce(&Store)) -> TestServer {
     // `RUST_LOG=lakefs_fuse=debug` shows every S3 request and error.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -68,6 +73,7 @@ async fn server() -> TestServer {
         store.create_repository(REPO, "local://repo1", "main").unwrap();
         store.create_branch(REPO, "dev", "main", false).unwrap();
         store.create_tag(REPO, "v1", "main").unwrap();
+        setup(&store);
     }
     let config = ServerConfig::new(data_dir, "127.0.0.1:0".parse().unwrap(), Credentials::quickstart());
     let handle = start(config).await.unwrap();
@@ -1252,4 +1258,65 @@ async fn payload_hash_mismatch_and_truncated_body_store_nothing() {
         listed.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(),
         [key]
     );
+}
+
+#[tokio::test]
+async fn protected_branches_and_read_only_repositories_refuse_writes() {
+    let s = server_with(|store| {
+        store.create_branch(REPO, "prod", "main", false).unwrap();
+        store
+            .set_setting(REPO, "branch_protection", Some(r#"[{"pattern":"pro*"}]"#))
+            .unwrap();
+        store.create_repository("frozen", "local://frozen", "main").unwrap();
+        store.set_repository_read_only("frozen", true).unwrap();
+    })
+    .await;
+    let err = s
+        .client
+        .put_object()
+        .bucket(REPO)
+        .key("prod/x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let err = err.unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (403, "ErrWriteToProtectedBranch"));
+    let err = s
+        .client
+        .delete_object()
+        .bucket(REPO)
+        .key("prod/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ErrWriteToProtectedBranch");
+    let err = s
+        .client
+        .create_multipart_upload()
+        .bucket(REPO)
+        .key("prod/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ErrWriteToProtectedBranch");
+    // Other branches stay writable, and reads of the protected one work.
+    put(&s.client, "main/x", b"x").await;
+    s.client
+        .list_objects_v2()
+        .bucket(REPO)
+        .prefix("prod/")
+        .send()
+        .await
+        .unwrap();
+
+    let err = s
+        .client
+        .put_object()
+        .bucket("frozen")
+        .key("main/x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let err = err.unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (403, "ErrReadOnlyRepository"));
 }

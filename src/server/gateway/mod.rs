@@ -135,17 +135,50 @@ impl Ctx {
     }
 
     /// Ensures the target ref is an existing branch, as every write needs (else `NoSuchBucket`).
+    /// Also refuses read-only repositories and protected branches (403).
     pub async fn require_branch(&self) -> S3Result<()> {
         let (repo, reference) = (self.bucket().to_string(), self.reference().to_string());
-        let view = self
-            .blocking(move |s| s.resolve_ref(&repo, &reference))
+        let is_branch = self
+            .blocking(move |s| match s.resolve_ref(&repo, &reference)? {
+                RefView::Branch { branch, .. } => check_writable(s, &repo, &branch).map(|()| true),
+                _ => Ok(false),
+            })
             .await
             .map_err(|e| S3Error::from_write(e).bucket(self.bucket()))?;
-        match view {
-            RefView::Branch { .. } => Ok(()),
-            _ => Err(S3Error::new(S3ErrorCode::NoSuchBucket).bucket(self.bucket())),
+        if is_branch {
+            Ok(())
+        } else {
+            Err(S3Error::new(S3ErrorCode::NoSuchBucket).bucket(self.bucket()))
         }
     }
+}
+
+/// Repository setting holding branch protection rules: a JSON list of `{"pattern": "<glob>"}`.
+const BRANCH_PROTECTION_SETTING: &str = "branch_protection";
+
+#[derive(serde::Deserialize)]
+struct ProtectionRule {
+    pattern: String,
+}
+
+/// Refuses writes to a read-only repository or a branch matching a protection rule (lakefs-api.md §7.4), as
+/// `Forbidden` errors that [`S3Error::from_write`] turns into `ErrReadOnlyRepository` / `ErrWriteToProtectedBranch`.
+pub fn check_writable(store: &Store, repo: &str, branch: &str) -> Result<(), StoreError> {
+    if store.get_repository(repo)?.read_only {
+        return Err(StoreError::Forbidden("read-only repository".to_string()));
+    }
+    let Some(rules) = store.get_setting(repo, BRANCH_PROTECTION_SETTING)? else {
+        return Ok(());
+    };
+    let rules: Vec<ProtectionRule> = serde_json::from_str(&rules)
+        .map_err(|e| StoreError::Internal(format!("unreadable branch protection rules: {e}")))?;
+    let protected = rules
+        .iter()
+        .any(|rule| glob::Pattern::new(&rule.pattern).is_ok_and(|pattern| pattern.matches(branch)));
+    if protected {
+        return Err(StoreError::Forbidden("cannot write to protected branch".to_string()));
+    }
+    Ok(())
 }
 
 async fn serve(state: Arc<ServerState>, request: Request) -> S3Result<Response> {

@@ -29,7 +29,7 @@ use super::chunked::ByteStream;
 use super::error::{S3Error, S3ErrorCode, S3Result};
 use super::object::{content_type, parse_range, request_metadata, stat_copy_source, write_precondition, ByteRange};
 use super::xml::{self, format_timestamp, XmlWriter};
-use super::{etag, unix_now, xml_response, Ctx};
+use super::{check_writable, etag, unix_now, xml_response, Ctx};
 use crate::server::store::ObjectEntry;
 
 const MAX_PART_NUMBER: u32 = 10_000;
@@ -363,9 +363,12 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
         upload.record.branch.clone(),
         upload.record.path.clone(),
     );
-    ctx.blocking(move |s| s.put_object(&repo, &branch, &path, entry, if_none_match))
-        .await
-        .map_err(|e| S3Error::from_write(e).bucket(ctx.bucket()).key(&ctx.full_key()))?;
+    ctx.blocking(move |s| {
+        check_writable(s, &repo, &branch)?;
+        s.put_object(&repo, &branch, &path, entry, if_none_match)
+    })
+    .await
+    .map_err(|e| S3Error::from_write(e).bucket(ctx.bucket()).key(&ctx.full_key()))?;
     if let Err(e) = tokio::fs::remove_dir_all(&upload.dir).await {
         tracing::warn!(error = %e, dir = %upload.dir.display(), "could not remove completed multipart upload");
     }
