@@ -56,6 +56,11 @@ fn client(endpoint: &str, access_key_id: &str, secret: &str) -> Client {
 
 /// A server with repository [`REPO`] (branches `main` and `dev`) and a tag `v1` on main's first commit.
 async fn server() -> TestServer {
+    server_with(|_| {}).await
+}
+
+/// Like [`server`], with extra store setup before the server opens the store.
+async fn server_with(setup: impl FnOnce(&Store)) -> TestServer {
     // `RUST_LOG=lakefs_fuse=debug` shows every S3 request and error.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -68,6 +73,7 @@ async fn server() -> TestServer {
         store.create_repository(REPO, "local://repo1", "main").unwrap();
         store.create_branch(REPO, "dev", "main", false).unwrap();
         store.create_tag(REPO, "v1", "main").unwrap();
+        setup(&store);
     }
     let config = ServerConfig::new(data_dir, "127.0.0.1:0".parse().unwrap(), Credentials::quickstart());
     let handle = start(config).await.unwrap();
@@ -296,6 +302,27 @@ async fn writes_need_a_branch_and_honour_preconditions() {
         .await
         .unwrap_err();
     assert_eq!(status(&err), 404);
+
+    // A wrong flexible checksum is caught too.
+    let err = s
+        .client
+        .put_object()
+        .bucket(REPO)
+        .key("main/crc")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from_static(b"payload"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (400, "BadDigest"));
+    assert!(s
+        .client
+        .head_object()
+        .bucket(REPO)
+        .key("main/crc")
+        .send()
+        .await
+        .is_err());
 
     // Keys are keys, not paths.
     put(&s.client, "main/../../escape", b"dots").await;
@@ -853,6 +880,20 @@ async fn authentication_failures() {
         .await;
     assert_eq!(code(&err.unwrap_err()), "AccessDenied");
 
+    // A signed request aimed at the REST API is S3 to the router, with a hint in the error.
+    let err = s
+        .client
+        .get_object()
+        .bucket("api")
+        .key("v1/repositories")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status(&err), code(&err).as_str()),
+        (404, "ErrNoSuchBucketPossibleAPIEndpoint")
+    );
+
     // Unsigned requests never read data: on localhost they are not S3 at all, with a gateway Host they are
     // rejected as unsigned.
     let http = reqwest::Client::new();
@@ -996,7 +1037,15 @@ async fn malformed_requests_do_not_crash() {
             request
                 .headers_mut()
                 .insert("content-length", malformed.len().to_string());
-            request.headers_mut().remove("content-md5");
+            // The checksums were computed over the original body.
+            for name in [
+                "content-md5",
+                "x-amz-checksum-crc32",
+                "x-amz-checksum-crc32c",
+                "x-amz-checksum-crc64nvme",
+            ] {
+                request.headers_mut().remove(name);
+            }
         })
         .send()
         .await
@@ -1209,4 +1258,65 @@ async fn payload_hash_mismatch_and_truncated_body_store_nothing() {
         listed.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(),
         [key]
     );
+}
+
+#[tokio::test]
+async fn protected_branches_and_read_only_repositories_refuse_writes() {
+    let s = server_with(|store| {
+        store.create_branch(REPO, "prod", "main", false).unwrap();
+        store
+            .set_setting(REPO, "branch_protection", Some(r#"[{"pattern":"pro*"}]"#))
+            .unwrap();
+        store.create_repository("frozen", "local://frozen", "main").unwrap();
+        store.set_repository_read_only("frozen", true).unwrap();
+    })
+    .await;
+    let err = s
+        .client
+        .put_object()
+        .bucket(REPO)
+        .key("prod/x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let err = err.unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (403, "ErrWriteToProtectedBranch"));
+    let err = s
+        .client
+        .delete_object()
+        .bucket(REPO)
+        .key("prod/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ErrWriteToProtectedBranch");
+    let err = s
+        .client
+        .create_multipart_upload()
+        .bucket(REPO)
+        .key("prod/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "ErrWriteToProtectedBranch");
+    // Other branches stay writable, and reads of the protected one work.
+    put(&s.client, "main/x", b"x").await;
+    s.client
+        .list_objects_v2()
+        .bucket(REPO)
+        .prefix("prod/")
+        .send()
+        .await
+        .unwrap();
+
+    let err = s
+        .client
+        .put_object()
+        .bucket("frozen")
+        .key("main/x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    let err = err.unwrap_err();
+    assert_eq!((status(&err), code(&err).as_str()), (403, "ErrReadOnlyRepository"));
 }

@@ -43,6 +43,7 @@ pub enum S3ErrorCode {
     ReadOnlyRepository,
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
+    WriteToProtectedBranch,
     XAmzContentSha256Mismatch,
 }
 
@@ -78,6 +79,7 @@ impl S3ErrorCode {
             ReadOnlyRepository => "ErrReadOnlyRepository",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            WriteToProtectedBranch => "ErrWriteToProtectedBranch",
             XAmzContentSha256Mismatch => "XAmzContentSHA256Mismatch",
         }
     }
@@ -85,7 +87,11 @@ impl S3ErrorCode {
     pub fn status(self) -> StatusCode {
         use S3ErrorCode::*;
         match self {
-            AccessDenied | RequestTimeTooSkewed | SignatureDoesNotMatch | ReadOnlyRepository => StatusCode::FORBIDDEN,
+            AccessDenied
+            | RequestTimeTooSkewed
+            | SignatureDoesNotMatch
+            | ReadOnlyRepository
+            | WriteToProtectedBranch => StatusCode::FORBIDDEN,
             NoSuchBucket | NoSuchBucketPossibleApiEndpoint | NoSuchKey | NoSuchUpload | NoSuchVersion => {
                 StatusCode::NOT_FOUND
             }
@@ -146,6 +152,7 @@ impl S3ErrorCode {
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             ReadOnlyRepository => "repository is read-only",
             RequestTimeTooSkewed => "The difference between the request time and the server's time is too large.",
+            WriteToProtectedBranch => "cannot write to protected branch",
             SignatureDoesNotMatch => {
                 "The request signature we calculated does not match the signature you provided. \
                  Check your key and signing method."
@@ -220,6 +227,7 @@ impl S3Error {
             StoreError::InvalidArgument(m) | StoreError::InvalidRef(m) => Self::with_message(InvalidArgument, m),
             StoreError::PreconditionFailed(m) => Self::with_message(PreconditionFailed, m),
             StoreError::Forbidden(m) if m.contains("read-only") => Self::with_message(ReadOnlyRepository, m),
+            StoreError::Forbidden(m) if m.contains("protected branch") => Self::with_message(WriteToProtectedBranch, m),
             StoreError::Forbidden(m) => Self::with_message(AccessDenied, m),
             StoreError::AlreadyExists(m) | StoreError::NameConflict(m) => Self::with_message(InvalidRequest, m),
             StoreError::BranchNotFound(_) | StoreError::TagNotFound | StoreError::RefNotFound(_) => {

@@ -1,16 +1,22 @@
 //! S3 gateway (lakefs-api.md §7): bucket = repository, first key segment = ref, the rest = object path.
 //!
-//! Request flow: [`router`] decides whether a request is S3 and what it names, [`sigv4`] authenticates it,
-//! [`router::select_operation`] picks the operation, and one module per operation family talks to the store
-//! ([`bucket`], [`list`], [`object`], [`multipart`]). Bodies are streams from start to end ([`body`],
-//! [`chunked`]); whatever fails becomes an [`error::S3Error`], rendered as XML in exactly one place. Every
-//! response carries `X-Amz-Request-Id`.
+//! Request flow: [`router`] decides whether a request is S3 and what it names, [`sigv4`] (or [`sigv2`], or HTTP
+//! Basic) authenticates it, [`router::select_operation`] picks the operation, and one module per operation family
+//! talks to the store ([`bucket`], [`list`], [`object`], [`multipart`]). Bodies are streams from start to end
+//! ([`body`], [`chunked`], [`checksum`]): nothing is buffered whole, and every promise about a body (payload
+//! hash, Content-MD5, flexible checksum, chunk signatures, length) is checked before the object becomes visible.
+//! Whatever fails becomes an [`error::S3Error`], rendered as XML in exactly one place. Every response carries
+//! `X-Amz-Request-Id`.
+//!
+//! Keys are opaque strings end to end: they name entries in the store, never files; the only paths built from
+//! request input are multipart upload directories, whose ids are validated as 64 hex characters first.
 //!
 //! The store's metadata calls are synchronous (redb), so handlers run them on the blocking pool
 //! ([`Ctx::blocking`]).
 
 mod body;
 mod bucket;
+mod checksum;
 mod chunked;
 mod error;
 mod list;
@@ -37,13 +43,8 @@ use super::ServerState;
 
 /// True when lakeFS would route this request to the S3 gateway (lakefs-api.md §1.1).
 pub fn is_gateway_request(state: &ServerState, request: &Request) -> bool {
-    if !matches!(
-        match_request_host(state, request.headers(), request.uri()),
-        HostMatch::Other
-    ) {
-        return true;
-    }
-    router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
+    let by_host = match_request_host(state, request.headers(), request.uri()) != HostMatch::Other;
+    by_host || router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
 }
 
 fn match_request_host(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> HostMatch {
@@ -134,17 +135,50 @@ impl Ctx {
     }
 
     /// Ensures the target ref is an existing branch, as every write needs (else `NoSuchBucket`).
+    /// Also refuses read-only repositories and protected branches (403).
     pub async fn require_branch(&self) -> S3Result<()> {
         let (repo, reference) = (self.bucket().to_string(), self.reference().to_string());
-        let view = self
-            .blocking(move |s| s.resolve_ref(&repo, &reference))
+        let is_branch = self
+            .blocking(move |s| match s.resolve_ref(&repo, &reference)? {
+                RefView::Branch { branch, .. } => check_writable(s, &repo, &branch).map(|()| true),
+                _ => Ok(false),
+            })
             .await
             .map_err(|e| S3Error::from_write(e).bucket(self.bucket()))?;
-        match view {
-            RefView::Branch { .. } => Ok(()),
-            _ => Err(S3Error::new(S3ErrorCode::NoSuchBucket).bucket(self.bucket())),
+        if is_branch {
+            Ok(())
+        } else {
+            Err(S3Error::new(S3ErrorCode::NoSuchBucket).bucket(self.bucket()))
         }
     }
+}
+
+/// Repository setting holding branch protection rules: a JSON list of `{"pattern": "<glob>"}`.
+const BRANCH_PROTECTION_SETTING: &str = "branch_protection";
+
+#[derive(serde::Deserialize)]
+struct ProtectionRule {
+    pattern: String,
+}
+
+/// Refuses writes to a read-only repository or a branch matching a protection rule (lakefs-api.md §7.4), as
+/// `Forbidden` errors that [`S3Error::from_write`] turns into `ErrReadOnlyRepository` / `ErrWriteToProtectedBranch`.
+pub fn check_writable(store: &Store, repo: &str, branch: &str) -> Result<(), StoreError> {
+    if store.get_repository(repo)?.read_only {
+        return Err(StoreError::Forbidden("read-only repository".to_string()));
+    }
+    let Some(rules) = store.get_setting(repo, BRANCH_PROTECTION_SETTING)? else {
+        return Ok(());
+    };
+    let rules: Vec<ProtectionRule> = serde_json::from_str(&rules)
+        .map_err(|e| StoreError::Internal(format!("unreadable branch protection rules: {e}")))?;
+    let protected = rules
+        .iter()
+        .any(|rule| glob::Pattern::new(&rule.pattern).is_ok_and(|pattern| pattern.matches(branch)));
+    if protected {
+        return Err(StoreError::Forbidden("cannot write to protected branch".to_string()));
+    }
+    Ok(())
 }
 
 async fn serve(state: Arc<ServerState>, request: Request) -> S3Result<Response> {

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::body::{self, request_body};
 use super::error::{S3Error, S3ErrorCode, S3Result};
 use super::xml::{self, format_timestamp, XmlWriter};
-use super::{etag, unix_now, xml_response, Ctx};
+use super::{check_writable, etag, unix_now, xml_response, Ctx};
 use crate::server::store::{ObjectEntry, RefView, StoreError};
 
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -439,7 +439,10 @@ pub async fn delete_object(ctx: &Ctx) -> S3Result<Response> {
     );
     let result = ctx
         .blocking(move |s| match s.resolve_ref(&repo, &reference)? {
-            RefView::Branch { branch, .. } => s.delete_object(&repo, &branch, &path),
+            RefView::Branch { branch, .. } => {
+                check_writable(s, &repo, &branch)?;
+                s.delete_object(&repo, &branch, &path)
+            }
             // Deleting through a tag or commit changes nothing, like a missing key.
             _ => Ok(()),
         })
@@ -496,7 +499,10 @@ pub async fn delete_objects(ctx: &Ctx, body: Body) -> S3Result<Response> {
         let (call_ref, call_paths) = (reference.clone(), paths.clone());
         let result = ctx
             .blocking(move |s| match s.resolve_ref(&repo, &call_ref)? {
-                RefView::Branch { branch, .. } => s.delete_objects(&repo, &branch, &call_paths).map(Some),
+                RefView::Branch { branch, .. } => {
+                    check_writable(s, &repo, &branch)?;
+                    s.delete_objects(&repo, &branch, &call_paths).map(Some)
+                }
                 _ => Ok(None),
             })
             .await;
@@ -601,6 +607,23 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
         assert_eq!(parse_range(Some("bytes=99999999999999999999999-"), 10), Full);
+    }
+
+    proptest::proptest! {
+        /// Whatever the header says, a partial range lies inside the object.
+        #[test]
+        fn ranges_stay_inside_the_object(header in "\\PC{0,30}", a in 0u64..1000, b in 0u64..1000, size in 0u64..500) {
+            for value in [header, format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}")] {
+                if let ByteRange::Partial { start, end } = parse_range(Some(&value), size) {
+                    proptest::prop_assert!(start <= end && end < size, "{value} {size}");
+                }
+            }
+        }
+
+        #[test]
+        fn copy_source_never_panics(value in "\\PC{0,60}") {
+            let _ = parse_copy_source(&value);
+        }
     }
 
     #[test]
