@@ -306,11 +306,12 @@ impl InodeTable {
             .collect()
     }
 
-    /// The kernel now holds one more reference to `ino`.
-    pub fn remember(&self, ino: InodeNo) {
-        if let Some(inode) = self.get(ino) {
-            inode.state().lookup_count += 1;
-        }
+    /// The kernel now holds one more reference to `inode`. An inode forgotten since the caller found it (a
+    /// `forget` racing this reply) goes back into the table, so the number the kernel receives stays valid.
+    pub fn remember(&self, inode: &Arc<Inode>) {
+        let mut inner = self.lock();
+        inner.inodes.entry(inode.ino).or_insert_with(|| inode.clone());
+        inode.state().lookup_count += 1;
     }
 
     /// The kernel dropped `count` references to `ino`.
@@ -372,7 +373,7 @@ mod tests {
         assert!(a.ino.0 > 1);
         let again = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
         assert_eq!(a.ino, again.ino);
-        table.remember(a.ino);
+        table.remember(&a);
         let changed = table.upsert(InodeNo::ROOT, "f", file("c2"), None, Validity::Forever);
         assert_ne!(changed.ino, a.ino);
         assert!(changed.ino > a.ino, "numbers are monotonic");
@@ -392,8 +393,8 @@ mod tests {
     fn forget_removes_only_at_zero_and_never_the_root() {
         let table = InodeTable::new(NodeKind::Server);
         let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
-        table.remember(a.ino);
-        table.remember(a.ino);
+        table.remember(&a);
+        table.remember(&a);
         table.forget(a.ino, 1);
         assert!(table.get(a.ino).is_some());
         table.forget(a.ino, 1);
@@ -404,10 +405,21 @@ mod tests {
     }
 
     #[test]
+    fn remembering_a_just_forgotten_inode_puts_it_back() {
+        let table = InodeTable::new(NodeKind::Server);
+        let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        table.remember(&a);
+        table.forget(a.ino, 1);
+        assert!(table.get(a.ino).is_none());
+        table.remember(&a);
+        assert_eq!(table.get(a.ino).map(|i| i.ino), Some(a.ino));
+    }
+
+    #[test]
     fn unbind_keeps_a_remembered_inode_reachable_by_number() {
         let table = InodeTable::new(NodeKind::Server);
         let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
-        table.remember(a.ino);
+        table.remember(&a);
         table.unbind(InodeNo::ROOT, "f");
         assert!(table.child(InodeNo::ROOT, "f").is_none());
         assert!(table.get(a.ino).is_some());

@@ -47,7 +47,7 @@ use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
-use self::readdir::{Child, ChildrenBuilder, DirHandle};
+use self::readdir::{Child, ChildrenBuilder, DirHandle, SnapshotEntry};
 use crate::cache::MemoryBlockCache;
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
@@ -286,7 +286,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         if let Some(child) = self.table.child(parent, name) {
             if child.is_fresh(Instant::now()) {
-                self.table.remember(child.ino);
+                self.table.remember(&child);
                 return Ok(self.entry_of(&child));
             }
         }
@@ -296,7 +296,7 @@ impl<L: LakeFs> Filesystem<L> {
         match self.resolve_child(&dir, name).await {
             Ok(child) => {
                 lock(&self.negative).pop(&(parent, name.to_string()));
-                self.table.remember(child.ino);
+                self.table.remember(&child);
                 Ok(self.entry_of(&child))
             }
             Err(err) if err.errno == libc::ENOENT => {
@@ -518,43 +518,41 @@ impl<L: LakeFs> Filesystem<L> {
             let entries = self.snapshot(&dir).await?;
             handle.set_snapshot(entries);
         }
-        for entry in handle.entries_from(offset) {
+        for SnapshotEntry { entry, inode } in handle.entries_from(offset) {
             if replier.add(&entry) {
                 break;
             }
             if plus && entry.name != "." && entry.name != ".." {
-                self.table.remember(entry.ino);
+                self.table.remember(&inode);
             }
         }
         Ok(())
     }
 
     /// All entries of `dir`, from the server, binding every child in the table (this primes attributes).
-    async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<DirEntry>> {
+    async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<SnapshotEntry>> {
         let parent = self.table.get(dir.parent).unwrap_or_else(|| dir.clone());
-        let mut entries = vec![
-            DirEntry {
-                ino: dir.ino,
-                name: ".".into(),
-                attr: self.attr_of(dir),
-                ttl: Duration::ZERO,
-                offset: 0,
-            },
-            DirEntry {
-                ino: parent.ino,
-                name: "..".into(),
-                attr: self.attr_of(&parent),
-                ttl: Duration::ZERO,
-                offset: 0,
-            },
-        ];
+        let item = |inode: &Arc<Inode>, name: &str| {
+            let Entry { attr, ttl } = self.entry_of(inode);
+            SnapshotEntry {
+                entry: DirEntry {
+                    ino: inode.ino,
+                    name: name.to_string(),
+                    attr,
+                    ttl,
+                    offset: 0,
+                },
+                inode: inode.clone(),
+            }
+        };
+        let mut entries = vec![item(dir, "."), item(&parent, "..")];
         let children = self.list_children(dir).await?;
         let listed: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
+        // Pinned refs under a repository and control entries are never listed, only looked up.
+        let keeps_unlisted = matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
         for name in self.table.children_names(dir.ino) {
-            let synthetic =
-                name == CONTROL_DIR || matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
-            // Gone from the server. Pinned refs under a repository are never listed, only looked up.
-            if !listed.contains(name.as_str()) && !synthetic {
+            if !listed.contains(name.as_str()) && !keeps_unlisted && name != CONTROL_DIR {
+                // Gone from the server.
                 self.table.unbind(dir.ino, &name);
             }
         }
@@ -564,16 +562,7 @@ impl<L: LakeFs> Filesystem<L> {
                 negative.pop(&(dir.ino, child.name.clone()));
             }
         }
-        for child in children {
-            let entry = self.entry_of(&child);
-            entries.push(DirEntry {
-                ino: child.ino,
-                name: child.name.clone(),
-                attr: entry.attr,
-                ttl: entry.ttl,
-                offset: 0,
-            });
-        }
+        entries.extend(children.iter().map(|child| item(child, &child.name)));
         Ok(entries)
     }
 
