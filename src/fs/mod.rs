@@ -48,7 +48,7 @@ use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarg
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
 use self::readdir::{Child, ChildrenBuilder, DirHandle, SnapshotEntry};
-use crate::cache::MemoryBlockCache;
+use crate::cache::{DataCache, DiskBlockCache, MemoryBlockCache};
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
 /// Kernel cache time for entries that never change (immutable refs, synthetic entries).
@@ -91,7 +91,7 @@ pub struct Filesystem<L: LakeFs> {
     root_location: Option<Arc<RefLocation>>,
     table: InodeTable,
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
-    cache: Arc<MemoryBlockCache>,
+    cache: Arc<DataCache>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
     next_handle: AtomicU64,
@@ -177,9 +177,16 @@ impl<L: LakeFs> Filesystem<L> {
             }
         };
         let negative_capacity = NonZeroUsize::new(config.negative_cache_entries).unwrap_or(NonZeroUsize::MIN);
+        let disk = match &config.cache_dir {
+            Some(dir) => Some(
+                DiskBlockCache::open(dir, config.cache_size)
+                    .map_err(|e| FsError::io(format!("opening the disk cache in {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             client,
-            cache: Arc::new(MemoryBlockCache::new(config.max_memory)),
+            cache: Arc::new(DataCache::new(MemoryBlockCache::new(config.max_memory), disk)),
             config,
             source,
             root_location,
@@ -200,7 +207,7 @@ impl<L: LakeFs> Filesystem<L> {
         &self.client
     }
 
-    pub fn block_cache(&self) -> &Arc<MemoryBlockCache> {
+    pub fn data_cache(&self) -> &Arc<DataCache> {
         &self.cache
     }
 
@@ -804,13 +811,13 @@ impl<L: LakeFs> Filesystem<L> {
                     RefTarget::Branch(_) => ("branch", if self.config.read_only { "read-only" } else { "read" }),
                     RefTarget::Commit(_) => ("commit (pinned)", "read-only"),
                 };
-                let (hits, misses) = self.cache.stats();
+                let (hits, misses) = self.cache.memory.stats();
                 format!(
                     "repository: {}\nref: {}\nref type: {kind}\nhead: {head}\nmode: {mode}\n\
                      data cache: {} bytes, {hits} hits, {misses} misses\n",
                     location.repo,
                     location.name,
-                    self.cache.used_bytes(),
+                    self.cache.memory.used_bytes(),
                 )
             }
         };

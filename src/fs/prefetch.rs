@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::error::{FsError, FsResult};
-use crate::cache::{BlockKey, MemoryBlockCache};
+use crate::cache::{BlockKey, DataCache};
 use crate::lakefs::LakeFs;
 
 /// One object version, as a handle reads it.
@@ -67,7 +67,7 @@ struct ReadState {
 
 pub struct ObjectReader<L: LakeFs> {
     client: Arc<L>,
-    cache: Arc<MemoryBlockCache>,
+    cache: Arc<DataCache>,
     object: Arc<ObjectVersion>,
     tuning: ReadTuning,
     state: Mutex<ReadState>,
@@ -91,7 +91,7 @@ fn normalize_etag(etag: &str) -> &str {
 }
 
 impl<L: LakeFs> ObjectReader<L> {
-    pub fn new(client: Arc<L>, cache: Arc<MemoryBlockCache>, object: ObjectVersion, tuning: ReadTuning) -> Self {
+    pub fn new(client: Arc<L>, cache: Arc<DataCache>, object: ObjectVersion, tuning: ReadTuning) -> Self {
         let tuning = ReadTuning {
             block_size: tuning.block_size.max(4096),
             ..tuning
@@ -145,6 +145,9 @@ impl<L: LakeFs> ObjectReader<L> {
         let range = self.block_range(index);
         let key = self.key(index);
         let task = tokio::spawn(async move {
+            if let Some(block) = cache.get_from_disk(&key).await {
+                return Ok(block);
+            }
             let got = client
                 .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
                 .await
@@ -220,7 +223,7 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             }
             for index in first..=window_end_block.max(last) {
-                if state.in_flight.contains_key(&index) || self.cache.contains(&self.key(index)) {
+                if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
                     continue;
                 }
                 let entry = self.spawn_fetch(index);
@@ -236,7 +239,7 @@ impl<L: LakeFs> ObjectReader<L> {
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (index, pending) in needed {
-            let block = match self.cache.get(&self.key(index)) {
+            let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
                 None => match pending {
                     Some(pending) => pending.await?,
@@ -272,11 +275,12 @@ impl<L: LakeFs> Drop for ObjectReader<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::MemoryBlockCache;
     use crate::lakefs::mock::MockLakeFs;
 
     const KIB: u64 = 1024;
 
-    fn setup(size: usize) -> (Arc<MockLakeFs>, Arc<MemoryBlockCache>, ObjectVersion, Vec<u8>) {
+    fn setup(size: usize) -> (Arc<MockLakeFs>, Arc<DataCache>, ObjectVersion, Vec<u8>) {
         let mock = Arc::new(MockLakeFs::new());
         mock.create_repository("repo", "main");
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
@@ -288,7 +292,8 @@ mod tests {
             checksum: info.checksum,
             size: info.size,
         };
-        (mock, Arc::new(MemoryBlockCache::new(64 * 1024 * KIB)), object, data)
+        let cache = DataCache::new(MemoryBlockCache::new(64 * 1024 * KIB), None);
+        (mock, Arc::new(cache), object, data)
     }
 
     fn tuning() -> ReadTuning {
@@ -366,6 +371,26 @@ mod tests {
         let reader = ObjectReader::new(mock, cache, object, tuning());
         let err = reader.read(0, 100).await.unwrap_err();
         assert_eq!(err.errno, libc::ESTALE);
+    }
+
+    #[tokio::test]
+    async fn blocks_on_disk_are_read_without_requests_after_a_restart() {
+        let (mock, _, object, data) = setup(10 * KIB as usize);
+        let dir = tempfile::tempdir().unwrap();
+        let disk = || crate::cache::DiskBlockCache::open(dir.path(), 1 << 30).unwrap();
+        let first = Arc::new(DataCache::new(MemoryBlockCache::new(1 << 30), Some(disk())));
+        let reader = ObjectReader::new(mock.clone(), first, object.clone(), tuning());
+        assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
+        let requests = mock.requests("get_object_range");
+        // Disk writes run in the background; wait until they landed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while disk().used_bytes() < 10 * KIB && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let restarted = Arc::new(DataCache::new(MemoryBlockCache::new(1 << 30), Some(disk())));
+        let reader = ObjectReader::new(mock.clone(), restarted, object, tuning());
+        assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
+        assert_eq!(mock.requests("get_object_range"), requests);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub fn fs_config(options: &MountOptions) -> FsConfig {
         metadata_ttl: options.metadata_ttl.unwrap_or(defaults.metadata_ttl),
         max_memory: options.max_memory.unwrap_or(defaults.max_memory),
         read_only: options.read_only,
+        cache_dir: options.cache_dir.clone(),
+        cache_size: options.cache_size.unwrap_or(defaults.cache_size),
         ..defaults
     }
 }
@@ -112,7 +114,11 @@ where
     let source = Source::parse(&request.source)?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let client_config = resolve_connection(&request.options, |name| std::env::var(name).ok(), home.as_deref())?;
-    let fs_config = fs_config(&request.options);
+    let mut fs_config = fs_config(&request.options);
+    // The daemon changes to `/`: relative paths must be resolved before that.
+    if let Some(dir) = fs_config.cache_dir.take() {
+        fs_config.cache_dir = Some(std::path::absolute(&dir).with_context(|| format!("cache_dir {}", dir.display()))?);
+    }
     let mountpoint = check_mountpoint(&request.mountpoint)?;
     check_fuse_device()?;
     let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
