@@ -117,9 +117,8 @@ impl DiskBlockCache {
     /// The block, if cached and intact.
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
         let name = file_name(key);
-        if self.lock().entries.get(&name).is_none() {
-            return None;
-        }
+        // Touch the entry so it becomes the most recently used.
+        self.lock().entries.get(&name)?;
         let path = self.path(&name);
         let content = fs::read(&path).ok();
         match content {
