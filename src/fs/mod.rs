@@ -10,7 +10,7 @@
 //! with `GET /commits/{name}` - tags, commit ids and prefixes, `main~1`, `v1^` - and pinned to the commit it
 //! resolved to: everything below is immutable, so its metadata never expires and writes get EROFS. A branch wins
 //! over a tag of the same name because branches are asked first (as lakeFS itself resolves names); such a tag is
-//! still reachable through its commit id.
+//! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch).
 //!
 //! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
 //! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
@@ -119,8 +119,15 @@ fn is_full_commit_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Resolve a ref name as the tree does: a branch first, then any ref expression pinned to its commit.
+/// Prefix that names a tag explicitly, for a tag hidden by a branch of the same name.
+pub const TAG_PREFIX: &str = "tags@";
+
+/// Resolve a ref name as the tree does: `tags@NAME` is the tag NAME; otherwise a branch first, then any ref
+/// expression pinned to its commit.
 pub async fn resolve_ref<L: LakeFs>(client: &L, repo: &str, name: &str) -> Result<RefTarget, LakeFsError> {
+    if let Some(tag) = name.strip_prefix(TAG_PREFIX) {
+        return client.get_tag(repo, tag).await.map(|t| RefTarget::Commit(t.commit_id));
+    }
     if !cannot_be_branch(name) {
         match client.get_branch(repo, name).await {
             Ok(branch) => return Ok(RefTarget::Branch(branch.id)),

@@ -296,10 +296,12 @@ async fn tags_commits_and_expressions_are_pinned_and_read_only() {
     mock.commit("repo", "main").unwrap();
     assert_eq!(cat(&fs, "v1/f").await.unwrap(), b"one");
 
-    // A branch wins over a tag of the same name.
+    // A branch wins over a tag of the same name; the tag stays reachable as tags@NAME.
     mock.create_tag("repo", "feature", &first).unwrap();
     mock.create_branch("repo", "feature", "main", false).unwrap();
     assert_eq!(cat(&fs, "feature/f").await.unwrap(), b"three");
+    assert_eq!(cat(&fs, "tags@feature/f").await.unwrap(), b"one");
+    assert_eq!(walk(&fs, "tags@nope").await.unwrap_err().errno, libc::ENOENT);
 }
 
 #[tokio::test]

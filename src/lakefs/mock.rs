@@ -410,6 +410,20 @@ impl LakeFs for MockLakeFs {
         })
     }
 
+    async fn get_tag(&self, repo: &str, tag: &str) -> Result<RefInfo> {
+        self.count("get_tag");
+        let state = self.lock();
+        let commit = state
+            .repo(repo)?
+            .tags
+            .get(tag)
+            .ok_or_else(|| LakeFsError::NotFound("tag not found".into()))?;
+        Ok(RefInfo {
+            id: tag.to_string(),
+            commit_id: commit.clone(),
+        })
+    }
+
     async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
         self.count("get_commit");
         let state = self.lock();
