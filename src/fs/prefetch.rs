@@ -5,7 +5,8 @@
 //! cache under (checksum, size, index), so any later reader of the same content - through any ref - finds it.
 //!
 //! Per handle, the prefetcher watches the read offsets:
-//! - A read that starts where the previous one ended is *sequential*. While reads stay sequential the window
+//! - A read that starts where the previous one ended is *sequential* (within a window - at least two blocks -
+//!   behind or ahead also counts, as the kernel's concurrent readahead reorders reads). While reads stay sequential the window
 //!   (bytes fetched ahead of the reader) starts at `initial_read_window` and doubles each time the reader enters a
 //!   new block, up to `max_read_window`; every block in the window is requested at once, so several GETs are in
 //!   flight.
@@ -200,7 +201,12 @@ impl<L: LakeFs> ObjectReader<L> {
         let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
         {
             let mut state = self.lock();
-            if offset == state.next_offset {
+            // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
+            // window (at least two blocks) behind or ahead of the stream's position still belongs to it.
+            let tolerance = state.window.max(2 * bs);
+            let in_stream = offset.saturating_add(tolerance) >= state.next_offset
+                && offset <= state.next_offset.saturating_add(tolerance);
+            if in_stream {
                 if state.window == 0 {
                     state.window = self.tuning.initial_window;
                 } else if state.last_block.is_some_and(|b| last > b) {
@@ -233,8 +239,12 @@ impl<L: LakeFs> ObjectReader<L> {
             for index in first..=last {
                 needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
             }
-            state.next_offset = end;
-            state.last_block = Some(last);
+            state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
+            state.last_block = Some(
+                state
+                    .last_block
+                    .map_or(last, |b| if in_stream { b.max(last) } else { last }),
+            );
         }
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
@@ -326,6 +336,18 @@ mod tests {
         assert_eq!(*windows.last().unwrap(), 32 * KIB);
         // Every block fetched exactly once.
         assert_eq!(mock.requests("get_object_range"), 50);
+    }
+
+    #[tokio::test]
+    async fn slightly_reordered_reads_keep_the_stream() {
+        let (mock, cache, object, data) = setup(200 * KIB as usize);
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning());
+        for (offset, len) in [(0, 4096), (8192, 4096), (4096, 4096), (12288, 4096), (16384, 8192)] {
+            let chunk = reader.read(offset, len).await.unwrap();
+            assert_eq!(&chunk[..], &data[offset as usize..(offset + len as u64) as usize]);
+            assert!(reader.window() > 0, "read at {offset} was taken for a seek");
+        }
+        assert!(reader.window() > tuning().initial_window);
     }
 
     #[tokio::test]
