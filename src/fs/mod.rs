@@ -10,7 +10,8 @@
 //! with `GET /commits/{name}` - tags, commit ids and prefixes, `main~1`, `v1^` - and pinned to the commit it
 //! resolved to: everything below is immutable, so its metadata never expires and writes get EROFS. A branch wins
 //! over a tag of the same name because branches are asked first (as lakeFS itself resolves names); such a tag is
-//! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch).
+//! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch). lakeFS
+//! itself refuses to create a branch and a tag of the same name, so the clash needs an older or other server.
 //!
 //! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
 //! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
