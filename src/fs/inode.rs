@@ -336,6 +336,25 @@ impl InodeTable {
         }
     }
 
+    /// Drop `inode` if the kernel holds no reference to it (an entry a listing created but never handed out
+    /// with a lookup count). Keeps the table from growing with every directory ever listed.
+    pub fn drop_if_unreferenced(&self, inode: &Arc<Inode>) {
+        if inode.ino == InodeNo::ROOT {
+            return;
+        }
+        let mut inner = self.lock();
+        if inode.state().lookup_count > 0 {
+            return;
+        }
+        if inner.inodes.get(&inode.ino).is_some_and(|i| Arc::ptr_eq(i, inode)) {
+            inner.inodes.remove(&inode.ino);
+        }
+        let key = (inode.parent, inode.name.clone());
+        if inner.names.get(&key) == Some(&inode.ino) {
+            inner.names.remove(&key);
+        }
+    }
+
     /// Number of inodes in the table (root included).
     pub fn len(&self) -> usize {
         self.lock().inodes.len()

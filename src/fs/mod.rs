@@ -505,8 +505,17 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(fh)
     }
 
+    /// Close a directory handle. Children the listing created but the kernel never received with a lookup
+    /// count leave the inode table again; the next lookup asks the server.
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let Some(handle) = lock(&self.dirs).remove(&fh) else {
+            return;
+        };
+        for item in handle.take_snapshot() {
+            if item.entry.name != "." && item.entry.name != ".." {
+                self.table.drop_if_unreferenced(&item.inode);
+            }
+        }
     }
 
     /// Fill `replier` from cookie `offset`. With `plus`, each entry handed out counts as a lookup.

@@ -153,6 +153,11 @@ impl DirHandle {
         *self.lock() = Some(entries);
     }
 
+    /// The snapshot, leaving the handle empty (on release).
+    pub fn take_snapshot(&self) -> Vec<SnapshotEntry> {
+        self.lock().take().unwrap_or_default()
+    }
+
     /// Entries from cookie `offset` on.
     pub fn entries_from(&self, offset: u64) -> Vec<SnapshotEntry> {
         let guard = self.lock();

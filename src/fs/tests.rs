@@ -161,6 +161,28 @@ async fn listing_primes_attributes_so_stat_after_readdir_needs_no_request() {
 }
 
 #[tokio::test]
+async fn releasedir_drops_listed_inodes_the_kernel_never_received() {
+    let mock = server();
+    for i in 0..10 {
+        mock.put_object("repo", "main", &format!("f{i}"), "x").unwrap();
+    }
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    let base = fs.table.len();
+    let fh = fs.opendir(InodeNo::ROOT).await.unwrap();
+    let mut buffer = SmallBuffer {
+        room: 5,
+        got: Vec::new(),
+    };
+    fs.readdir(InodeNo::ROOT, fh, 0, true, &mut buffer).await.unwrap();
+    assert_eq!(fs.table.len(), base + 10);
+    fs.releasedir(fh);
+    // ".", ".." and f0..f2 went to the kernel with readdirplus; f3..f9 did not.
+    assert_eq!(fs.table.len(), base + 3);
+    let kept = &buffer.got[2];
+    assert_eq!(fs.getattr(kept.ino).await.unwrap().attr.ino, kept.ino);
+}
+
+#[tokio::test]
 async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
     let mock = server();
     for i in 0..10 {
