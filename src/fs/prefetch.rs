@@ -252,7 +252,19 @@ impl<L: LakeFs> ObjectReader<L> {
             let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
                 None => match pending {
-                    Some(pending) => pending.await?,
+                    Some(pending) => match pending.await {
+                        Ok(block) => block,
+                        Err(err) => {
+                            // The fetch may have been a prefetch started long ago: try once more now, and never
+                            // leave a failed fetch behind for later reads.
+                            tracing::debug!(error = %err, index, "block fetch failed; retrying it for this read");
+                            let retry = self.spawn_fetch(index);
+                            self.lock().fetches += 1;
+                            let result = retry.block.await;
+                            self.lock().in_flight.remove(&index);
+                            result?
+                        }
+                    },
                     // Evicted between planning and now: fetch it directly.
                     None => {
                         let entry = self.spawn_fetch(index);
