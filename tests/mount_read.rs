@@ -457,3 +457,29 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     assert!(mounted, "the daemon reported ready before the mount was live");
     assert_eq!(listing.unwrap(), 0);
 }
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let server = Server::start();
+    server.create_repository("signals");
+    server.upload("signals", "main", "f", "x");
+    let mut mount = Mount::start(&server, "lakefs://signals/main", "");
+    assert_eq!(run("cat", &["f"], mount.path()), "x");
+    let mut child = mount.child.take().expect("child");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lakefs-fuse did not exit on SIGTERM:\n{}",
+            mount.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", mount.log_text());
+    assert!(!is_mounted(mount.path()), "still mounted after SIGTERM");
+}
