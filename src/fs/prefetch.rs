@@ -11,8 +11,9 @@
 //!   new block, up to `max_read_window`; every block in the window is requested at once, so several GETs are in
 //!   flight.
 //! - Any other read is a *seek*: the window drops to zero, the GETs still running for blocks the reader skipped
-//!   are aborted, and only the block(s) the read needs are fetched. Small random reads (parquet footers, `head`)
-//!   therefore cost one block each and never start a stream.
+//!   are aborted, and the read fetches only its own range, aligned to 64 KiB (or its blocks, when a disk cache
+//!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
+//!   start a stream; a read right after them that continues sequentially starts one.
 //! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
 //!
 //! The window is per handle and bounded, the cache is global and bounded by bytes; together they bound memory.
@@ -82,6 +83,36 @@ impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
     }
 }
 
+/// Alignment of the ranged GET a random read makes (never more than a block).
+const RANDOM_READ_ALIGN: u64 = 64 * 1024;
+
+/// One ranged GET of `object`, checked against the checksum the handle was opened with.
+async fn fetch_range<L: LakeFs>(client: &L, object: &ObjectVersion, range: Range<u64>) -> FsResult<Bytes> {
+    let got = client
+        .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
+        .await
+        .map_err(|e| FsError::lakefs(format!("reading {}@{} {range:?}", object.key, object.read_ref), e))?;
+    if let Some(etag) = got.etag.as_deref() {
+        if normalize_etag(etag) != normalize_etag(&object.checksum) {
+            return Err(FsError::stale(format!(
+                "{} changed on {} while open (checksum {} is now {etag})",
+                object.key, object.read_ref, object.checksum
+            )));
+        }
+    }
+    if got.data.len() as u64 != range.end - range.start {
+        return Err(FsError::stale(format!(
+            "{} on {}: expected {} bytes at {}, got {}",
+            object.key,
+            object.read_ref,
+            range.end - range.start,
+            range.start,
+            got.data.len()
+        )));
+    }
+    Ok(got.data)
+}
+
 /// Strip quotes and a multipart `-N` suffix, which lakeFS leaves out of `checksum`.
 fn normalize_etag(etag: &str) -> &str {
     let etag = etag.trim_matches('"');
@@ -149,30 +180,9 @@ impl<L: LakeFs> ObjectReader<L> {
             if let Some(block) = cache.get_from_disk(&key).await {
                 return Ok(block);
             }
-            let got = client
-                .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
-                .await
-                .map_err(|e| FsError::lakefs(format!("reading {}@{} {range:?}", object.key, object.read_ref), e))?;
-            if let Some(etag) = got.etag.as_deref() {
-                if normalize_etag(etag) != normalize_etag(&object.checksum) {
-                    return Err(FsError::stale(format!(
-                        "{} changed on {} while open (checksum {} is now {etag})",
-                        object.key, object.read_ref, object.checksum
-                    )));
-                }
-            }
-            if got.data.len() as u64 != range.end - range.start {
-                return Err(FsError::stale(format!(
-                    "{} on {}: expected {} bytes at {}, got {}",
-                    object.key,
-                    object.read_ref,
-                    range.end - range.start,
-                    range.start,
-                    got.data.len()
-                )));
-            }
-            cache.put(key, got.data.clone());
-            Ok(got.data)
+            let data = fetch_range(&*client, &object, range).await?;
+            cache.put(key, data.clone());
+            Ok(data)
         });
         let abort = task.abort_handle();
         let block = async move {
@@ -214,6 +224,25 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             } else {
                 state.window = 0;
+                // A random read whose blocks are neither cached nor on their way fetches just its own range
+                // (aligned to 64 KiB): a 4 KiB read must not cost a whole block. The disk cache, when there is
+                // one, works in blocks, so it keeps the block path.
+                let missing = (first..=last)
+                    .any(|b| !state.in_flight.contains_key(&b) && !self.cache.memory.contains(&self.key(b)));
+                if missing && self.cache.disk.is_none() {
+                    for (_, entry) in std::mem::take(&mut state.in_flight) {
+                        entry.abort.abort();
+                    }
+                    state.next_offset = end;
+                    state.last_block = Some(last);
+                    state.fetches += 1;
+                    drop(state);
+                    let align = RANDOM_READ_ALIGN.min(bs);
+                    let start = offset / align * align;
+                    let stop = end.div_ceil(align).saturating_mul(align).min(size);
+                    let data = fetch_range(&*self.client, &self.object, start..stop).await?;
+                    return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+                }
             }
             // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
             let window_end_block = (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
@@ -380,6 +409,26 @@ mod tests {
         let chunk = reader.read(100 * KIB, 10).await.unwrap();
         assert_eq!(&chunk[..], &data[(100 * KIB) as usize..(100 * KIB + 10) as usize]);
         assert_eq!(reader.fetches(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn a_small_random_read_fetches_an_aligned_range_not_a_block() {
+        let (mock, cache, object, data) = setup(4096 * KIB as usize);
+        let tuning = ReadTuning {
+            block_size: 1024 * KIB,
+            initial_window: 1024 * KIB,
+            max_window: 4096 * KIB,
+        };
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning);
+        let offset = 2500 * KIB + 7;
+        let chunk = reader.read(offset, 4096).await.unwrap();
+        assert_eq!(&chunk[..], &data[offset as usize..offset as usize + 4096]);
+        assert_eq!(mock.bytes_served(), 64 * KIB, "one 64 KiB-aligned range");
+        assert_eq!(reader.window(), 0);
+        // Continuing sequentially starts a stream of blocks.
+        let next = reader.read(offset + 4096, 4096).await.unwrap();
+        assert_eq!(&next[..], &data[offset as usize + 4096..offset as usize + 8192]);
+        assert!(reader.window() > 0);
     }
 
     #[tokio::test]

@@ -58,6 +58,8 @@ struct MockState {
     next_commit: u64,
     clock: i64,
     requests: BTreeMap<&'static str, u64>,
+    /// Object bytes returned by ranged reads.
+    bytes_served: u64,
     /// Errors to return instead of serving, per operation, with how many times.
     failures: BTreeMap<String, (LakeFsError, u32)>,
 }
@@ -223,6 +225,11 @@ impl MockLakeFs {
     /// Requests served for `operation` (the trait method's name) so far.
     pub fn requests(&self, operation: &str) -> u64 {
         self.lock().requests.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Object bytes returned by ranged reads so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.lock().bytes_served
     }
 
     /// Requests served for every operation so far.
@@ -518,10 +525,10 @@ impl LakeFs for MockLakeFs {
         let end = range.end.min(len);
         // Indices are bounded by the object's length, which fits in memory.
         let data = object.data.slice(range.start as usize..end as usize);
-        Ok(ObjectBytes {
-            data,
-            etag: Some(object.checksum.clone()),
-        })
+        let etag = Some(object.checksum.clone());
+        drop(state);
+        self.lock().bytes_served += data.len() as u64;
+        Ok(ObjectBytes { data, etag })
     }
 }
 
