@@ -209,6 +209,7 @@ impl<L: LakeFs> ObjectReader<L> {
         let last_block_of_file = (size - 1) / bs;
 
         let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
+        let mut direct: Option<Range<u64>> = None;
         {
             let mut state = self.lock();
             // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
@@ -236,44 +237,47 @@ impl<L: LakeFs> ObjectReader<L> {
                     state.next_offset = end;
                     state.last_block = Some(last);
                     state.fetches += 1;
-                    drop(state);
                     let align = RANDOM_READ_ALIGN.min(bs);
-                    let start = offset / align * align;
-                    let stop = end.div_ceil(align).saturating_mul(align).min(size);
-                    let data = fetch_range(&*self.client, &self.object, start..stop).await?;
-                    return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+                    direct = Some(offset / align * align..end.div_ceil(align).saturating_mul(align).min(size));
                 }
             }
-            // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
-            let window_end_block = (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
-            let stale: Vec<u64> = state
-                .in_flight
-                .keys()
-                .copied()
-                .filter(|b| *b < first || *b > window_end_block.max(last))
-                .collect();
-            for index in stale {
-                if let Some(entry) = state.in_flight.remove(&index) {
-                    entry.abort.abort();
+            if direct.is_none() {
+                // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
+                let window_end_block =
+                    (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
+                let stale: Vec<u64> = state
+                    .in_flight
+                    .keys()
+                    .copied()
+                    .filter(|b| *b < first || *b > window_end_block.max(last))
+                    .collect();
+                for index in stale {
+                    if let Some(entry) = state.in_flight.remove(&index) {
+                        entry.abort.abort();
+                    }
                 }
-            }
-            for index in first..=window_end_block.max(last) {
-                if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
-                    continue;
+                for index in first..=window_end_block.max(last) {
+                    if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
+                        continue;
+                    }
+                    let entry = self.spawn_fetch(index);
+                    state.fetches += 1;
+                    state.in_flight.insert(index, entry);
                 }
-                let entry = self.spawn_fetch(index);
-                state.fetches += 1;
-                state.in_flight.insert(index, entry);
+                for index in first..=last {
+                    needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
+                }
+                state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
+                state.last_block = Some(
+                    state
+                        .last_block
+                        .map_or(last, |b| if in_stream { b.max(last) } else { last }),
+                );
             }
-            for index in first..=last {
-                needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
-            }
-            state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
-            state.last_block = Some(
-                state
-                    .last_block
-                    .map_or(last, |b| if in_stream { b.max(last) } else { last }),
-            );
+        }
+        if let Some(range) = direct {
+            let data = fetch_range(&*self.client, &self.object, range.clone()).await?;
+            return Ok(data.slice((offset - range.start) as usize..(end - range.start) as usize));
         }
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
