@@ -469,15 +469,34 @@ mod tests {
         let reader = ObjectReader::new(mock.clone(), first, object.clone(), tuning());
         assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
         let requests = mock.requests("get_object_range");
-        // Disk writes run in the background; wait until they landed.
+        // Disk writes run in the background; wait until all three blocks landed.
+        let blocks_on_disk = || {
+            walk_files(dir.path())
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
+                .count()
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while disk().used_bytes() < 10 * KIB && std::time::Instant::now() < deadline {
+        while blocks_on_disk() < 3 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let restarted = Arc::new(DataCache::new(MemoryBlockCache::new(1 << 30), Some(disk())));
         let reader = ObjectReader::new(mock.clone(), restarted, object, tuning());
         assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
         assert_eq!(mock.requests("get_object_range"), requests);
+    }
+
+    fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk_files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[test]
