@@ -594,3 +594,92 @@ fn reverting_a_merge_commit_needs_a_parent_number() {
     ));
     assert!(store.stat_object("repo", "main", "base").is_ok());
 }
+
+#[test]
+fn cherry_pick_applies_one_commit_elsewhere() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "first", entry("1"), false).unwrap();
+    commit(&store, "dev", "first");
+    store.put_object("repo", "dev", "second", entry("2"), false).unwrap();
+    let mut request = CommitRequest {
+        message: "second".into(),
+        ..Default::default()
+    };
+    request.metadata.insert("k".into(), "v".into());
+    let second = store.commit("repo", "dev", request).unwrap();
+    let picked = store
+        .cherry_pick("repo", "main", &second.id, 0, CommitRequest::default())
+        .unwrap();
+    assert_eq!(
+        (picked.message.as_str(), picked.metadata.get("k").map(String::as_str)),
+        ("second", Some("v"))
+    );
+    assert!(store.stat_object("repo", "main", "second").is_ok());
+    assert!(matches!(
+        store.stat_object("repo", "main", "first"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    let again = store.cherry_pick("repo", "main", &second.id, 0, CommitRequest::default());
+    assert!(matches!(again, Err(StoreError::NoChanges)), "{again:?}");
+}
+
+#[test]
+fn bulk_delete_reports_invalid_paths_and_deletes_the_rest() {
+    let (_dir, store) = setup();
+    store
+        .put_object("repo", "main", "committed", entry("c"), false)
+        .unwrap();
+    commit(&store, "main", "c1");
+    store.put_object("repo", "main", "staged", entry("s"), false).unwrap();
+    let paths = vec![
+        "committed".to_string(),
+        "staged".to_string(),
+        String::new(),
+        "missing".to_string(),
+    ];
+    let failures = store.delete_objects("repo", "main", &paths).unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "");
+    assert!(matches!(failures[0].1, StoreError::InvalidArgument(_)));
+    assert!(store
+        .list_objects("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+    let diff = store.diff_branch("repo", "main", &page("", "", 10), None).unwrap();
+    assert_eq!(diff.items.len(), 1, "only the committed path leaves a tombstone");
+    assert!(matches!(
+        store.delete_objects("repo", "nope", &paths),
+        Err(StoreError::BranchNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_repository("nope"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
+
+#[test]
+fn merge_drops_staged_leftovers_identical_to_the_old_head() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    commit(&store, "main", "c1");
+    store.create_branch("repo", "src", "main", false).unwrap();
+    store.delete_object("repo", "src", "f").unwrap();
+    commit(&store, "src", "delete f");
+    // Re-staging the committed version is no change, so main is clean and the merge may run...
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    store.merge("repo", "src", "main", MergeRequest::default()).unwrap();
+    // ...but the leftover must not resurrect `f` over the merged head.
+    assert!(matches!(
+        store.stat_object("repo", "main", "f"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store
+        .diff_branch("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+}
