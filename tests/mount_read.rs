@@ -229,6 +229,9 @@ impl Mount {
 }
 
 fn unmount(path: &Path) {
+    if !is_mounted(path) {
+        return;
+    }
     let ok = Command::new("fusermount3")
         .arg("-u")
         .arg(path)
