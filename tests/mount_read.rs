@@ -449,8 +449,11 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
     assert!(!is_mounted(dir.path()));
 
-    // Without -f the command returns once the mount is live.
+    // Without -f the command returns once the mount is live; the daemon logs to LAKEFS_FUSE_LOG_FILE.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("daemon.log");
     let status = mount_command(&server, "lakefs://checks/main", dir.path(), "")
+        .env("LAKEFS_FUSE_LOG_FILE", &log)
         .status()
         .unwrap();
     assert!(status.success());
@@ -459,6 +462,12 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     unmount(dir.path());
     assert!(mounted, "the daemon reported ready before the mount was live");
     assert_eq!(listing.unwrap(), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("unmounted") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("unmounted"), "daemon log: {text}");
 }
 
 #[test]
