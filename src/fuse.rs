@@ -41,6 +41,13 @@ impl<L: LakeFs> FuseFilesystem<L> {
     pub fn new(fs: Arc<Filesystem<L>>, runtime: tokio::runtime::Handle) -> Self {
         Self { fs, runtime }
     }
+
+    /// Run one request's future on the runtime inside its own span (op, inode).
+    fn block_on<F: std::future::Future>(&self, op: &'static str, ino: INodeNo, future: F) -> F::Output {
+        use tracing::Instrument;
+        self.runtime
+            .block_on(future.instrument(tracing::debug_span!("fuse", op, ino = ino.0)))
+    }
 }
 
 fn to_file_attr(attr: &Attr) -> FileAttr {
@@ -123,7 +130,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let result = match utf8_name(name) {
-            Ok(name) => self.runtime.block_on(self.fs.lookup(fs::InodeNo(parent.0), name)),
+            Ok(name) => self.block_on("lookup", parent, self.fs.lookup(fs::InodeNo(parent.0), name)),
             Err(err) => Err(err),
         };
         match result {
@@ -137,14 +144,14 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.runtime.block_on(self.fs.getattr(fs::InodeNo(ino.0))) {
+        match self.block_on("getattr", ino, self.fs.getattr(fs::InodeNo(ino.0))) {
             Ok(entry) => reply.attr(&entry.ttl, &to_file_attr(&entry.attr)),
             Err(err) => fuse_error!("getattr", reply, err),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.runtime.block_on(self.fs.readlink(fs::InodeNo(ino.0))) {
+        match self.block_on("readlink", ino, self.fs.readlink(fs::InodeNo(ino.0))) {
             Ok(target) => reply.data(target.as_bytes()),
             Err(err) => fuse_error!("readlink", reply, err),
         }
@@ -155,7 +162,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
             write: !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY),
             truncate: flags.0 & libc::O_TRUNC != 0,
         };
-        match self.runtime.block_on(self.fs.open(fs::InodeNo(ino.0), mode)) {
+        match self.block_on("open", ino, self.fs.open(fs::InodeNo(ino.0), mode)) {
             Ok(opened) => {
                 let mut open_flags = FopenFlags::empty();
                 if opened.direct_io {
@@ -173,7 +180,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -181,7 +188,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.runtime.block_on(self.fs.read(fh.0, offset, size)) {
+        match self.block_on("read", ino, self.fs.read(fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(err) => fuse_error!("read", reply, err),
         }
@@ -206,20 +213,19 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.runtime.block_on(self.fs.opendir(fs::InodeNo(ino.0))) {
+        match self.block_on("opendir", ino, self.fs.opendir(fs::InodeNo(ino.0))) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(err) => fuse_error!("opendir", reply, err),
         }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let result = self.runtime.block_on(self.fs.readdir(
-            fs::InodeNo(ino.0),
-            fh.0,
-            offset,
-            false,
-            &mut PlainReplier(&mut reply),
-        ));
+        let result = self.block_on(
+            "readdir",
+            ino,
+            self.fs
+                .readdir(fs::InodeNo(ino.0), fh.0, offset, false, &mut PlainReplier(&mut reply)),
+        );
         match result {
             Ok(()) => reply.ok(),
             Err(err) => fuse_error!("readdir", reply, err),
@@ -227,13 +233,12 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let result = self.runtime.block_on(self.fs.readdir(
-            fs::InodeNo(ino.0),
-            fh.0,
-            offset,
-            true,
-            &mut PlusReplier(&mut reply),
-        ));
+        let result = self.block_on(
+            "readdirplus",
+            ino,
+            self.fs
+                .readdir(fs::InodeNo(ino.0), fh.0, offset, true, &mut PlusReplier(&mut reply)),
+        );
         match result {
             Ok(()) => reply.ok(),
             Err(err) => fuse_error!("readdirplus", reply, err),

@@ -229,6 +229,9 @@ impl Mount {
 }
 
 fn unmount(path: &Path) {
+    if !is_mounted(path) {
+        return;
+    }
     let ok = Command::new("fusermount3")
         .arg("-u")
         .arg(path)
@@ -259,6 +262,10 @@ impl Drop for Mount {
 
 /// Run a tool and return its stdout, asserting success.
 fn run(program: &str, args: &[&str], cwd: &Path) -> String {
+    String::from_utf8(run_bytes(program, args, cwd)).expect("utf-8 output")
+}
+
+fn run_bytes(program: &str, args: &[&str], cwd: &Path) -> Vec<u8> {
     let output = Command::new(program)
         .args(args)
         .current_dir(cwd)
@@ -269,7 +276,7 @@ fn run(program: &str, args: &[&str], cwd: &Path) -> String {
         "{program} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).expect("utf-8 output")
+    output.stdout
 }
 
 fn lines(text: &str) -> Vec<&str> {
@@ -325,6 +332,19 @@ fn whole_server_mount_lists_and_reads() {
         run("head", &["-c", "9", "sales/main/data/2024/feb.csv"], root),
         "id,amount"
     );
+    // A random read in the middle returns the right bytes.
+    let middle = run_bytes(
+        "dd",
+        &[
+            "if=sales/main/blobs/big.bin",
+            "bs=1",
+            "skip=3000000",
+            "count=16",
+            "status=none",
+        ],
+        root,
+    );
+    assert_eq!(&middle[..], &big[3_000_000..3_000_016]);
     let md5 = run("md5sum", &["sales/main/blobs/big.bin"], root);
     assert!(md5.starts_with(&hex::encode(Md5::digest(&big))), "{md5}");
     let mut file = std::fs::File::open(mount.join("sales/dev/blobs/big.bin")).unwrap();
@@ -359,6 +379,10 @@ fn tags_commits_and_expressions_are_pinned_and_read_only() {
         ["main"],
         "tags and commits are not listed"
     );
+
+    // tags@NAME names a tag explicitly (lakeFS refuses a branch and a tag of the same name, but a mount must not
+    // depend on that).
+    assert_eq!(run("cat", &["tags@v1/state.txt"], root), "v1\n");
 
     let err = std::fs::write(mount.join("v1/state.txt"), "nope").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
@@ -425,8 +449,11 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
     assert!(!is_mounted(dir.path()));
 
-    // Without -f the command returns once the mount is live.
+    // Without -f the command returns once the mount is live; the daemon logs to LAKEFS_FUSE_LOG_FILE.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("daemon.log");
     let status = mount_command(&server, "lakefs://checks/main", dir.path(), "")
+        .env("LAKEFS_FUSE_LOG_FILE", &log)
         .status()
         .unwrap();
     assert!(status.success());
@@ -435,4 +462,36 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     unmount(dir.path());
     assert!(mounted, "the daemon reported ready before the mount was live");
     assert_eq!(listing.unwrap(), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("unmounted") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("unmounted"), "daemon log: {text}");
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let server = Server::start();
+    server.create_repository("signals");
+    server.upload("signals", "main", "f", "x");
+    let mut mount = Mount::start(&server, "lakefs://signals/main", "");
+    assert_eq!(run("cat", &["f"], mount.path()), "x");
+    let mut child = mount.child.take().expect("child");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lakefs-fuse did not exit on SIGTERM:\n{}",
+            mount.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", mount.log_text());
+    assert!(!is_mounted(mount.path()), "still mounted after SIGTERM");
 }

@@ -2,11 +2,56 @@
 //!
 //! Blocks are keyed by the object's content checksum and size plus the block index, never by path or ref: the
 //! same bytes read through a branch, a tag or a commit id share one entry, and an entry can never be stale - a
-//! changed object has a different checksum. [`MemoryBlockCache`] keeps blocks in an LRU bounded by bytes.
+//! changed object has a different checksum. [`MemoryBlockCache`] keeps blocks in an LRU bounded by bytes;
+//! [`DiskBlockCache`] optionally keeps more of them in files that survive a remount. [`DataCache`] stacks the two:
+//! memory first, then disk (a disk hit is promoted to memory).
 
+pub mod disk;
 pub mod memory;
 
+pub use disk::DiskBlockCache;
 pub use memory::MemoryBlockCache;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Memory cache plus an optional disk cache.
+#[derive(Debug)]
+pub struct DataCache {
+    pub memory: MemoryBlockCache,
+    pub disk: Option<Arc<DiskBlockCache>>,
+}
+
+impl DataCache {
+    pub fn new(memory: MemoryBlockCache, disk: Option<DiskBlockCache>) -> Self {
+        Self {
+            memory,
+            disk: disk.map(Arc::new),
+        }
+    }
+
+    /// A block from disk, promoted to memory; the file I/O runs on the blocking pool.
+    pub async fn get_from_disk(&self, key: &BlockKey) -> Option<Bytes> {
+        let disk = self.disk.clone()?;
+        let lookup = key.clone();
+        let block = tokio::task::spawn_blocking(move || disk.get(&lookup))
+            .await
+            .ok()
+            .flatten()?;
+        self.memory.put(key.clone(), block.clone());
+        Some(block)
+    }
+
+    /// Store a block in memory now and on disk in the background.
+    pub fn put(&self, key: BlockKey, data: Bytes) {
+        if let Some(disk) = self.disk.clone() {
+            let (key, data) = (key.clone(), data.clone());
+            tokio::task::spawn_blocking(move || disk.put(&key, &data));
+        }
+        self.memory.put(key, data);
+    }
+}
 
 /// Identity of one cached block.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

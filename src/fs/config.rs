@@ -107,6 +107,10 @@ pub struct FsConfig {
     pub max_read_window: u64,
     /// Negative lookups remembered at most.
     pub negative_cache_entries: usize,
+    /// Directory of the on-disk data cache; none = memory only.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Bytes the disk cache may use.
+    pub cache_size: u64,
 }
 
 impl Default for FsConfig {
@@ -125,6 +129,8 @@ impl Default for FsConfig {
             initial_read_window: 1024 * 1024,
             max_read_window: 64 * 1024 * 1024,
             negative_cache_entries: 100_000,
+            cache_dir: None,
+            cache_size: 10 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -189,11 +189,41 @@ impl Inode {
     }
 }
 
+/// Name bindings, grouped by parent so listing one directory's bindings costs its own size only.
+#[derive(Debug, Default)]
+struct Names(HashMap<InodeNo, HashMap<String, InodeNo>>);
+
+impl Names {
+    fn get(&self, key: &(InodeNo, String)) -> Option<&InodeNo> {
+        self.0.get(&key.0)?.get(&key.1)
+    }
+
+    fn insert(&mut self, key: (InodeNo, String), ino: InodeNo) -> Option<InodeNo> {
+        self.0.entry(key.0).or_default().insert(key.1, ino)
+    }
+
+    fn remove(&mut self, key: &(InodeNo, String)) -> Option<InodeNo> {
+        let children = self.0.get_mut(&key.0)?;
+        let removed = children.remove(&key.1);
+        if children.is_empty() {
+            self.0.remove(&key.0);
+        }
+        removed
+    }
+
+    fn children(&self, parent: InodeNo) -> Vec<String> {
+        self.0
+            .get(&parent)
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug)]
 struct TableInner {
     next: u64,
     inodes: HashMap<InodeNo, Arc<Inode>>,
-    names: HashMap<(InodeNo, String), InodeNo>,
+    names: Names,
 }
 
 #[derive(Debug)]
@@ -220,7 +250,7 @@ impl InodeTable {
             inner: Mutex::new(TableInner {
                 next: 2,
                 inodes,
-                names: HashMap::new(),
+                names: Names::default(),
             }),
         }
     }
@@ -298,19 +328,15 @@ impl InodeTable {
 
     /// Names currently bound in `parent`.
     pub fn children_names(&self, parent: InodeNo) -> Vec<String> {
-        self.lock()
-            .names
-            .keys()
-            .filter(|(p, _)| *p == parent)
-            .map(|(_, name)| name.clone())
-            .collect()
+        self.lock().names.children(parent)
     }
 
-    /// The kernel now holds one more reference to `ino`.
-    pub fn remember(&self, ino: InodeNo) {
-        if let Some(inode) = self.get(ino) {
-            inode.state().lookup_count += 1;
-        }
+    /// The kernel now holds one more reference to `inode`. An inode forgotten since the caller found it (a
+    /// `forget` racing this reply) goes back into the table, so the number the kernel receives stays valid.
+    pub fn remember(&self, inode: &Arc<Inode>) {
+        let mut inner = self.lock();
+        inner.inodes.entry(inode.ino).or_insert_with(|| inode.clone());
+        inode.state().lookup_count += 1;
     }
 
     /// The kernel dropped `count` references to `ino`.
@@ -331,6 +357,25 @@ impl InodeTable {
         inner.inodes.remove(&ino);
         let key = (inode.parent, inode.name.clone());
         if inner.names.get(&key) == Some(&ino) {
+            inner.names.remove(&key);
+        }
+    }
+
+    /// Drop `inode` if the kernel holds no reference to it (an entry a listing created but never handed out
+    /// with a lookup count). Keeps the table from growing with every directory ever listed.
+    pub fn drop_if_unreferenced(&self, inode: &Arc<Inode>) {
+        if inode.ino == InodeNo::ROOT {
+            return;
+        }
+        let mut inner = self.lock();
+        if inode.state().lookup_count > 0 {
+            return;
+        }
+        if inner.inodes.get(&inode.ino).is_some_and(|i| Arc::ptr_eq(i, inode)) {
+            inner.inodes.remove(&inode.ino);
+        }
+        let key = (inode.parent, inode.name.clone());
+        if inner.names.get(&key) == Some(&inode.ino) {
             inner.names.remove(&key);
         }
     }
@@ -372,7 +417,7 @@ mod tests {
         assert!(a.ino.0 > 1);
         let again = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
         assert_eq!(a.ino, again.ino);
-        table.remember(a.ino);
+        table.remember(&a);
         let changed = table.upsert(InodeNo::ROOT, "f", file("c2"), None, Validity::Forever);
         assert_ne!(changed.ino, a.ino);
         assert!(changed.ino > a.ino, "numbers are monotonic");
@@ -392,8 +437,8 @@ mod tests {
     fn forget_removes_only_at_zero_and_never_the_root() {
         let table = InodeTable::new(NodeKind::Server);
         let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
-        table.remember(a.ino);
-        table.remember(a.ino);
+        table.remember(&a);
+        table.remember(&a);
         table.forget(a.ino, 1);
         assert!(table.get(a.ino).is_some());
         table.forget(a.ino, 1);
@@ -404,10 +449,21 @@ mod tests {
     }
 
     #[test]
+    fn remembering_a_just_forgotten_inode_puts_it_back() {
+        let table = InodeTable::new(NodeKind::Server);
+        let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        table.remember(&a);
+        table.forget(a.ino, 1);
+        assert!(table.get(a.ino).is_none());
+        table.remember(&a);
+        assert_eq!(table.get(a.ino).map(|i| i.ino), Some(a.ino));
+    }
+
+    #[test]
     fn unbind_keeps_a_remembered_inode_reachable_by_number() {
         let table = InodeTable::new(NodeKind::Server);
         let a = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
-        table.remember(a.ino);
+        table.remember(&a);
         table.unbind(InodeNo::ROOT, "f");
         assert!(table.child(InodeNo::ROOT, "f").is_none());
         assert!(table.get(a.ino).is_some());

@@ -10,7 +10,8 @@
 //! with `GET /commits/{name}` - tags, commit ids and prefixes, `main~1`, `v1^` - and pinned to the commit it
 //! resolved to: everything below is immutable, so its metadata never expires and writes get EROFS. A branch wins
 //! over a tag of the same name because branches are asked first (as lakeFS itself resolves names); such a tag is
-//! still reachable through its commit id.
+//! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch). lakeFS
+//! itself refuses to create a branch and a tag of the same name, so the clash needs an older or other server.
 //!
 //! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
 //! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
@@ -47,8 +48,8 @@ use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
-use self::readdir::{Child, ChildrenBuilder, DirHandle};
-use crate::cache::MemoryBlockCache;
+use self::readdir::{Child, ChildrenBuilder, DirHandle, SnapshotEntry};
+use crate::cache::{DataCache, DiskBlockCache, MemoryBlockCache};
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
 /// Kernel cache time for entries that never change (immutable refs, synthetic entries).
@@ -91,7 +92,7 @@ pub struct Filesystem<L: LakeFs> {
     root_location: Option<Arc<RefLocation>>,
     table: InodeTable,
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
-    cache: Arc<MemoryBlockCache>,
+    cache: Arc<DataCache>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
     next_handle: AtomicU64,
@@ -119,8 +120,15 @@ fn is_full_commit_id(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Resolve a ref name as the tree does: a branch first, then any ref expression pinned to its commit.
+/// Prefix that names a tag explicitly, for a tag hidden by a branch of the same name.
+pub const TAG_PREFIX: &str = "tags@";
+
+/// Resolve a ref name as the tree does: `tags@NAME` is the tag NAME; otherwise a branch first, then any ref
+/// expression pinned to its commit.
 pub async fn resolve_ref<L: LakeFs>(client: &L, repo: &str, name: &str) -> Result<RefTarget, LakeFsError> {
+    if let Some(tag) = name.strip_prefix(TAG_PREFIX) {
+        return client.get_tag(repo, tag).await.map(|t| RefTarget::Commit(t.commit_id));
+    }
     if !cannot_be_branch(name) {
         match client.get_branch(repo, name).await {
             Ok(branch) => return Ok(RefTarget::Branch(branch.id)),
@@ -177,9 +185,16 @@ impl<L: LakeFs> Filesystem<L> {
             }
         };
         let negative_capacity = NonZeroUsize::new(config.negative_cache_entries).unwrap_or(NonZeroUsize::MIN);
+        let disk = match &config.cache_dir {
+            Some(dir) => Some(
+                DiskBlockCache::open(dir, config.cache_size)
+                    .map_err(|e| FsError::io(format!("opening the disk cache in {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             client,
-            cache: Arc::new(MemoryBlockCache::new(config.max_memory)),
+            cache: Arc::new(DataCache::new(MemoryBlockCache::new(config.max_memory), disk)),
             config,
             source,
             root_location,
@@ -200,7 +215,7 @@ impl<L: LakeFs> Filesystem<L> {
         &self.client
     }
 
-    pub fn block_cache(&self) -> &Arc<MemoryBlockCache> {
+    pub fn data_cache(&self) -> &Arc<DataCache> {
         &self.cache
     }
 
@@ -286,7 +301,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         if let Some(child) = self.table.child(parent, name) {
             if child.is_fresh(Instant::now()) {
-                self.table.remember(child.ino);
+                self.table.remember(&child);
                 return Ok(self.entry_of(&child));
             }
         }
@@ -296,7 +311,7 @@ impl<L: LakeFs> Filesystem<L> {
         match self.resolve_child(&dir, name).await {
             Ok(child) => {
                 lock(&self.negative).pop(&(parent, name.to_string()));
-                self.table.remember(child.ino);
+                self.table.remember(&child);
                 Ok(self.entry_of(&child))
             }
             Err(err) if err.errno == libc::ENOENT => {
@@ -490,8 +505,17 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(fh)
     }
 
+    /// Close a directory handle. Children the listing created but the kernel never received with a lookup
+    /// count leave the inode table again; the next lookup asks the server.
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let Some(handle) = lock(&self.dirs).remove(&fh) else {
+            return;
+        };
+        for item in handle.take_snapshot() {
+            if item.entry.name != "." && item.entry.name != ".." {
+                self.table.drop_if_unreferenced(&item.inode);
+            }
+        }
     }
 
     /// Fill `replier` from cookie `offset`. With `plus`, each entry handed out counts as a lookup.
@@ -518,43 +542,41 @@ impl<L: LakeFs> Filesystem<L> {
             let entries = self.snapshot(&dir).await?;
             handle.set_snapshot(entries);
         }
-        for entry in handle.entries_from(offset) {
+        for SnapshotEntry { entry, inode } in handle.entries_from(offset) {
             if replier.add(&entry) {
                 break;
             }
             if plus && entry.name != "." && entry.name != ".." {
-                self.table.remember(entry.ino);
+                self.table.remember(&inode);
             }
         }
         Ok(())
     }
 
     /// All entries of `dir`, from the server, binding every child in the table (this primes attributes).
-    async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<DirEntry>> {
+    async fn snapshot(&self, dir: &Arc<Inode>) -> FsResult<Vec<SnapshotEntry>> {
         let parent = self.table.get(dir.parent).unwrap_or_else(|| dir.clone());
-        let mut entries = vec![
-            DirEntry {
-                ino: dir.ino,
-                name: ".".into(),
-                attr: self.attr_of(dir),
-                ttl: Duration::ZERO,
-                offset: 0,
-            },
-            DirEntry {
-                ino: parent.ino,
-                name: "..".into(),
-                attr: self.attr_of(&parent),
-                ttl: Duration::ZERO,
-                offset: 0,
-            },
-        ];
+        let item = |inode: &Arc<Inode>, name: &str| {
+            let Entry { attr, ttl } = self.entry_of(inode);
+            SnapshotEntry {
+                entry: DirEntry {
+                    ino: inode.ino,
+                    name: name.to_string(),
+                    attr,
+                    ttl,
+                    offset: 0,
+                },
+                inode: inode.clone(),
+            }
+        };
+        let mut entries = vec![item(dir, "."), item(&parent, "..")];
         let children = self.list_children(dir).await?;
         let listed: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
+        // Pinned refs under a repository and control entries are never listed, only looked up.
+        let keeps_unlisted = matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
         for name in self.table.children_names(dir.ino) {
-            let synthetic =
-                name == CONTROL_DIR || matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
-            // Gone from the server. Pinned refs under a repository are never listed, only looked up.
-            if !listed.contains(name.as_str()) && !synthetic {
+            if !listed.contains(name.as_str()) && !keeps_unlisted && name != CONTROL_DIR {
+                // Gone from the server.
                 self.table.unbind(dir.ino, &name);
             }
         }
@@ -564,16 +586,7 @@ impl<L: LakeFs> Filesystem<L> {
                 negative.pop(&(dir.ino, child.name.clone()));
             }
         }
-        for child in children {
-            let entry = self.entry_of(&child);
-            entries.push(DirEntry {
-                ino: child.ino,
-                name: child.name.clone(),
-                attr: entry.attr,
-                ttl: entry.ttl,
-                offset: 0,
-            });
-        }
+        entries.extend(children.iter().map(|child| item(child, &child.name)));
         Ok(entries)
     }
 
@@ -815,13 +828,13 @@ impl<L: LakeFs> Filesystem<L> {
                     RefTarget::Branch(_) => ("branch", if self.config.read_only { "read-only" } else { "read" }),
                     RefTarget::Commit(_) => ("commit (pinned)", "read-only"),
                 };
-                let (hits, misses) = self.cache.stats();
+                let (hits, misses) = self.cache.memory.stats();
                 format!(
                     "repository: {}\nref: {}\nref type: {kind}\nhead: {head}\nmode: {mode}\n\
                      data cache: {} bytes, {hits} hits, {misses} misses\n",
                     location.repo,
                     location.name,
-                    self.cache.used_bytes(),
+                    self.cache.memory.used_bytes(),
                 )
             }
         };

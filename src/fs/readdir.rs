@@ -12,11 +12,11 @@
 //! `ls -l` (readdirplus) needs no request per entry.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::attr::Attr;
-use super::inode::InodeNo;
+use super::inode::{Inode, InodeNo};
 use super::names::invalid_name_reason;
 use crate::lakefs::{ListEntry, ObjectInfo};
 
@@ -113,11 +113,19 @@ impl ChildrenBuilder {
     }
 }
 
+/// One snapshot entry with the inode it names, kept so a readdirplus reply can count a lookup on it even if
+/// the kernel forgot it meanwhile.
+#[derive(Debug, Clone)]
+pub struct SnapshotEntry {
+    pub entry: DirEntry,
+    pub inode: Arc<Inode>,
+}
+
 /// An open directory and its snapshot.
 #[derive(Debug)]
 pub struct DirHandle {
     pub ino: InodeNo,
-    snapshot: Mutex<Option<Vec<DirEntry>>>,
+    snapshot: Mutex<Option<Vec<SnapshotEntry>>>,
 }
 
 impl DirHandle {
@@ -128,7 +136,7 @@ impl DirHandle {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<DirEntry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<SnapshotEntry>>> {
         self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -138,15 +146,20 @@ impl DirHandle {
     }
 
     /// Install a snapshot; cookies are assigned here.
-    pub fn set_snapshot(&self, mut entries: Vec<DirEntry>) {
-        for (index, entry) in entries.iter_mut().enumerate() {
-            entry.offset = index as u64 + 1;
+    pub fn set_snapshot(&self, mut entries: Vec<SnapshotEntry>) {
+        for (index, item) in entries.iter_mut().enumerate() {
+            item.entry.offset = index as u64 + 1;
         }
         *self.lock() = Some(entries);
     }
 
+    /// The snapshot, leaving the handle empty (on release).
+    pub fn take_snapshot(&self) -> Vec<SnapshotEntry> {
+        self.lock().take().unwrap_or_default()
+    }
+
     /// Entries from cookie `offset` on.
-    pub fn entries_from(&self, offset: u64) -> Vec<DirEntry> {
+    pub fn entries_from(&self, offset: u64) -> Vec<SnapshotEntry> {
         let guard = self.lock();
         let entries = guard.as_deref().unwrap_or_default();
         usize::try_from(offset)

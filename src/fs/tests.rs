@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::lakefs::mock::MockLakeFs;
+use crate::lakefs::LakeFsError;
 
 fn config() -> FsConfig {
     FsConfig {
@@ -161,6 +162,28 @@ async fn listing_primes_attributes_so_stat_after_readdir_needs_no_request() {
 }
 
 #[tokio::test]
+async fn releasedir_drops_listed_inodes_the_kernel_never_received() {
+    let mock = server();
+    for i in 0..10 {
+        mock.put_object("repo", "main", &format!("f{i}"), "x").unwrap();
+    }
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    let base = fs.table.len();
+    let fh = fs.opendir(InodeNo::ROOT).await.unwrap();
+    let mut buffer = SmallBuffer {
+        room: 5,
+        got: Vec::new(),
+    };
+    fs.readdir(InodeNo::ROOT, fh, 0, true, &mut buffer).await.unwrap();
+    assert_eq!(fs.table.len(), base + 10);
+    fs.releasedir(fh);
+    // ".", ".." and f0..f2 went to the kernel with readdirplus; f3..f9 did not.
+    assert_eq!(fs.table.len(), base + 3);
+    let kept = &buffer.got[2];
+    assert_eq!(fs.getattr(kept.ino).await.unwrap().attr.ino, kept.ino);
+}
+
+#[tokio::test]
 async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
     let mock = server();
     for i in 0..10 {
@@ -296,10 +319,12 @@ async fn tags_commits_and_expressions_are_pinned_and_read_only() {
     mock.commit("repo", "main").unwrap();
     assert_eq!(cat(&fs, "v1/f").await.unwrap(), b"one");
 
-    // A branch wins over a tag of the same name.
+    // A branch wins over a tag of the same name; the tag stays reachable as tags@NAME.
     mock.create_tag("repo", "feature", &first).unwrap();
     mock.create_branch("repo", "feature", "main", false).unwrap();
     assert_eq!(cat(&fs, "feature/f").await.unwrap(), b"three");
+    assert_eq!(cat(&fs, "tags@feature/f").await.unwrap(), b"one");
+    assert_eq!(walk(&fs, "tags@nope").await.unwrap_err().errno, libc::ENOENT);
 }
 
 #[tokio::test]
@@ -440,6 +465,47 @@ async fn a_prefix_mount_shows_only_the_prefix() {
     let fs = mount(&mock, "lakefs://repo/main/data").await;
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["x", "y"]);
     assert_eq!(cat(&fs, "x/1").await.unwrap(), b"1");
+}
+
+#[tokio::test]
+async fn server_errors_reach_the_caller_with_their_errno() {
+    let mock = server();
+    mock.put_object("repo", "main", "f", "data").unwrap();
+    mock.put_object("repo", "main", "d/g", "data").unwrap();
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    let file = walk(&fs, "f").await.unwrap();
+    let opened = fs.open(file.attr.ino, OpenMode::default()).await.unwrap();
+    // One failure is absorbed by the read's own second attempt; two reach the caller, and nothing sticks.
+    mock.inject_failure("get_object_range", LakeFsError::Unavailable("503".into()), 1);
+    assert_eq!(&fs.read(opened.fh, 0, 4).await.unwrap()[..], b"data");
+    let other = fs.open(file.attr.ino, OpenMode::default()).await.unwrap();
+    fs.data_cache().memory.clear();
+    mock.inject_failure("get_object_range", LakeFsError::Unavailable("503".into()), 2);
+    assert_eq!(fs.read(other.fh, 0, 4).await.unwrap_err().errno, libc::EIO);
+    assert_eq!(
+        &fs.read(other.fh, 0, 4).await.unwrap()[..],
+        b"data",
+        "a later read succeeds"
+    );
+
+    let dir = walk(&fs, "d").await.unwrap();
+    let fh = fs.opendir(dir.attr.ino).await.unwrap();
+    mock.inject_failure(
+        "list_objects",
+        LakeFsError::Unauthorized("error authenticating request".into()),
+        1,
+    );
+    let mut entries: Vec<DirEntry> = Vec::new();
+    let err = fs.readdir(dir.attr.ino, fh, 0, false, &mut entries).await.unwrap_err();
+    assert_eq!(err.errno, libc::EACCES);
+    assert!(err.to_string().contains("error authenticating request"), "{err}");
+    mock.inject_failure("stat_object", LakeFsError::Timeout("slow".into()), 1);
+    assert_eq!(
+        walk(&fs, "missing").await.unwrap_err().errno,
+        libc::EIO,
+        "a failed lookup is not a miss"
+    );
+    assert_eq!(walk(&fs, "missing").await.unwrap_err().errno, libc::ENOENT);
 }
 
 #[tokio::test]

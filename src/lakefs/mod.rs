@@ -178,6 +178,8 @@ pub trait LakeFs: Send + Sync + 'static {
     fn list_branches(&self, repo: &str, after: &str) -> impl Future<Output = Result<Page<RefInfo>>> + Send;
     /// A branch by exact name; `NotFound` when `name` is not a branch (even if it is a tag).
     fn get_branch(&self, repo: &str, branch: &str) -> impl Future<Output = Result<RefInfo>> + Send;
+    /// A tag by exact name; `NotFound` when there is no such tag.
+    fn get_tag(&self, repo: &str, tag: &str) -> impl Future<Output = Result<RefInfo>> + Send;
     /// The commit any ref expression resolves to (`GET /repositories/{r}/commits/{ref}`).
     fn get_commit(&self, repo: &str, reference: &str) -> impl Future<Output = Result<CommitInfo>> + Send;
     fn stat_object(&self, repo: &str, reference: &str, path: &str) -> impl Future<Output = Result<ObjectInfo>> + Send;
@@ -210,6 +212,9 @@ impl<T: LakeFs> LakeFs for Arc<T> {
     }
     fn get_branch(&self, repo: &str, branch: &str) -> impl Future<Output = Result<RefInfo>> + Send {
         (**self).get_branch(repo, branch)
+    }
+    fn get_tag(&self, repo: &str, tag: &str) -> impl Future<Output = Result<RefInfo>> + Send {
+        (**self).get_tag(repo, tag)
     }
     fn get_commit(&self, repo: &str, reference: &str) -> impl Future<Output = Result<CommitInfo>> + Send {
         (**self).get_commit(repo, reference)
@@ -284,6 +289,9 @@ impl LakeFs for RemoteLakeFs {
         self.retry
             .run("get_branch", || self.rest.get_branch(repo, branch))
             .await
+    }
+    async fn get_tag(&self, repo: &str, tag: &str) -> Result<RefInfo> {
+        self.retry.run("get_tag", || self.rest.get_tag(repo, tag)).await
     }
     async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
         self.retry

@@ -232,6 +232,16 @@ impl RestClient {
         })
     }
 
+    pub async fn get_tag(&self, repo: &str, tag: &str) -> Result<RefInfo> {
+        let r: RefJson = self
+            .send_json(self.request(Method::GET, &["repositories", repo, "tags", tag]))
+            .await?;
+        Ok(RefInfo {
+            id: r.id,
+            commit_id: r.commit_id,
+        })
+    }
+
     pub async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
         let c: CommitJson = self
             .send_json(self.request(Method::GET, &["repositories", repo, "commits", reference]))

@@ -10,6 +10,8 @@
 //!    a fork;
 //! 4. serve until SIGINT/SIGTERM (unmount, lazily if busy) or until someone unmounts with `fusermount3 -u`.
 //!
+//! A daemon's log goes to `$LAKEFS_FUSE_LOG_FILE` when that is set, else nowhere; `-f` logs to stderr.
+//!
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
@@ -48,6 +50,8 @@ pub fn fs_config(options: &MountOptions) -> FsConfig {
         metadata_ttl: options.metadata_ttl.unwrap_or(defaults.metadata_ttl),
         max_memory: options.max_memory.unwrap_or(defaults.max_memory),
         read_only: options.read_only,
+        cache_dir: options.cache_dir.clone(),
+        cache_size: options.cache_size.unwrap_or(defaults.cache_size),
         ..defaults
     }
 }
@@ -112,7 +116,11 @@ where
     let source = Source::parse(&request.source)?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let client_config = resolve_connection(&request.options, |name| std::env::var(name).ok(), home.as_deref())?;
-    let fs_config = fs_config(&request.options);
+    let mut fs_config = fs_config(&request.options);
+    // The daemon changes to `/`: relative paths must be resolved before that.
+    if let Some(dir) = fs_config.cache_dir.take() {
+        fs_config.cache_dir = Some(std::path::absolute(&dir).with_context(|| format!("cache_dir {}", dir.display()))?);
+    }
     let mountpoint = check_mountpoint(&request.mountpoint)?;
     check_fuse_device()?;
     let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
@@ -270,13 +278,17 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
     result
 }
 
-/// Point stdin/stdout/stderr at /dev/null once the parent has gone.
+/// Point stdin/stdout at /dev/null once the parent has gone, and stderr (the log) at `$LAKEFS_FUSE_LOG_FILE`
+/// (appended) when set, else at /dev/null too.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else {
+        return;
+    };
+    let log = std::env::var_os("LAKEFS_FUSE_LOG_FILE")
+        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    for (fd, target) in [(0, &null), (1, &null), (2, log.as_ref().unwrap_or(&null))] {
+        // SAFETY: dup2 onto a standard descriptor from a valid open descriptor.
+        unsafe { libc::dup2(target.as_raw_fd(), fd) };
     }
 }
