@@ -59,6 +59,10 @@ struct PartRecord {
     data_file: String,
 }
 
+/// Chunk size for streaming part files (and the write buffer of a part): large, because every tokio file
+/// operation is a hop to the blocking pool.
+const PART_READ_CHUNK: usize = 1 << 20;
+
 fn new_upload_id() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -201,7 +205,8 @@ async fn write_part(upload: &Upload, number: u32, mut data: ByteStream, with_sha
     let stem = format!("part-{number:05}-{}", hex::encode(rand::random::<[u8; 8]>()));
     let temp = upload.dir.join(format!("{stem}.tmp"));
     let result: S3Result<(PartRecord, String)> = async {
-        let mut file = tokio::fs::File::create(&temp).await.map_err(S3Error::internal)?;
+        let file = tokio::fs::File::create(&temp).await.map_err(S3Error::internal)?;
+        let mut file = tokio::io::BufWriter::with_capacity(PART_READ_CHUNK, file);
         let (mut md5, mut sha256, mut size) = (Md5::new(), with_sha256.then(Sha256::new), 0u64);
         while let Some(piece) = data.next().await {
             let piece = piece.map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
@@ -212,7 +217,8 @@ async fn write_part(upload: &Upload, number: u32, mut data: ByteStream, with_sha
             size += piece.len() as u64;
             file.write_all(&piece).await.map_err(S3Error::internal)?;
         }
-        file.sync_all().await.map_err(S3Error::internal)?;
+        file.flush().await.map_err(S3Error::internal)?;
+        file.get_ref().sync_all().await.map_err(S3Error::internal)?;
         let record = PartRecord {
             part_number: number,
             md5: hex::encode(md5.finalize()),
@@ -289,7 +295,10 @@ pub async fn upload_part_copy(ctx: &Ctx) -> S3Result<Response> {
             }
         })?;
     file.seek(SeekFrom::Start(start)).await.map_err(S3Error::internal)?;
-    let stream: ByteStream = Box::pin(tokio_util::io::ReaderStream::new(file.take(length)));
+    let stream: ByteStream = Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        file.take(length),
+        PART_READ_CHUNK,
+    ));
     let part = write_part(&upload, number, stream, false).await?;
     commit_part(&upload, &part).await?;
     let mut xml = XmlWriter::new();
@@ -340,7 +349,7 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
     let data: ByteStream = Box::pin(
         futures::stream::iter(paths)
             .then(|path| async move { tokio::fs::File::open(path).await })
-            .map_ok(tokio_util::io::ReaderStream::new)
+            .map_ok(|file| tokio_util::io::ReaderStream::with_capacity(file, PART_READ_CHUNK))
             .try_flatten(),
     );
     let info = ctx.store().write_blob(data).await.map_err(S3Error::from_write)?;

@@ -66,6 +66,9 @@ impl Drop for TempGuard {
     }
 }
 
+/// Size of the write buffer between the request body and the blob file.
+const WRITE_BUFFER: usize = 1 << 20;
+
 pub(super) async fn write_blob<S>(data_dir: &Path, mut body: S) -> Result<BlobInfo, StoreError>
 where
     S: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin,
@@ -74,11 +77,13 @@ where
         .join(TMP_DIR)
         .join(format!("{:032x}.part", rand::random::<u128>()));
     let mut guard = TempGuard(Some(tmp_path.clone()));
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp_path)
         .await?;
+    // Every tokio file write is a hop to the blocking pool: batch the body's small chunks into large writes.
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut sha = Sha256::new();
     let mut md5 = Md5::new();
     let mut size = 0u64;
@@ -90,6 +95,7 @@ where
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
+    let file = file.into_inner();
     file.sync_all().await?;
     drop(file);
     let id = hex::encode(sha.finalize());
