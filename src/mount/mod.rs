@@ -13,6 +13,7 @@
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
+pub mod log;
 pub mod options;
 
 use std::io::{Read, Write};
@@ -115,6 +116,12 @@ where
     let fs_config = fs_config(&request.options);
     let mountpoint = check_mountpoint(&request.mountpoint)?;
     check_fuse_device()?;
+    let log_file = request
+        .options
+        .log_file
+        .as_deref()
+        .map(log::open_log_file)
+        .transpose()?;
     let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
         let client = Arc::new(make_client(&client_config)?);
         runtime
@@ -132,7 +139,11 @@ where
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
-        return serve(runtime, fs, &mountpoint, &fuse, |_| {});
+        return serve(runtime, fs, &mountpoint, &fuse, |result| {
+            if let (Ok(()), Some(file)) = (result, &log_file) {
+                log::redirect_stderr(file);
+            }
+        });
     }
 
     // Validate in the parent, so mistakes show up here; then drop every thread before forking.
@@ -141,7 +152,7 @@ where
         start(&runtime)?;
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
-    daemonize(|report| {
+    daemonize(log_file.as_ref(), |report| {
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
@@ -217,7 +228,10 @@ async fn shutdown_signal() -> &'static str {
 
 /// Fork; the child runs `child` with a reporter it must call once the mount is live (or failed); the parent waits
 /// for that report and exits accordingly.
-fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn daemonize(
+    log_file: Option<&std::fs::File>,
+    child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element array for pipe(2) to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -259,7 +273,7 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
             };
             let _ = pipe.write_all(message.as_bytes());
             if result.is_ok() {
-                detach_stdio();
+                log::detach_stdio(log_file);
             }
         }
     };
@@ -268,15 +282,4 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
         report(Err(format!("{err:#}")));
     }
     result
-}
-
-/// Point stdin/stdout/stderr at /dev/null once the parent has gone.
-fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
-    }
 }
