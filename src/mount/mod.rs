@@ -10,6 +10,8 @@
 //!    a fork;
 //! 4. serve until SIGINT/SIGTERM (unmount, lazily if busy) or until someone unmounts with `fusermount3 -u`.
 //!
+//! Once the daemon has detached, it logs to `-o log_file=` or syslog (see [`log`]).
+//!
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
