@@ -183,8 +183,9 @@ fn serve<L: LakeFs>(
     };
     let mut session = session;
     let mut unmounter = session.unmount_callable();
-    tracing::info!(mountpoint = %mountpoint.display(), read_only = fuse.read_only, "mounted");
+    // Report first: a daemon's log moves to its log file or syslog at that point.
     on_mounted(Ok(()));
+    tracing::info!(mountpoint = %mountpoint.display(), read_only = fuse.read_only, "mounted");
 
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
