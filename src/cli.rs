@@ -390,7 +390,9 @@ mod tests {
             "lakefs://repo/main",
             "/mnt/x",
             "-o",
-            "rw,defaults,noauto,_netdev,nofail,user=alice,users,x-systemd.automount,x-systemd.idle-timeout=60,config=/etc/lakefs-fuse/lakectl.yaml",
+            "rw,defaults,noauto,_netdev,nofail,user=alice,users,x-systemd.automount,x-systemd.idle-timeout=60",
+            "-o",
+            "config=/etc/lakefs-fuse/lakectl.yaml",
         ]);
         let request = args.into_request().unwrap();
         assert!(!request.options.read_only && !request.foreground);

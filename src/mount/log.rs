@@ -1,6 +1,6 @@
 //! Where a mount's log goes.
 //!
-//! - In the foreground (`-f`, e.g. under a systemd service), logs go to stderr, which the terminal or the journal
+//! - In the foreground (`lakefs-fuse mount -f`), logs go to stderr, which the terminal or a service manager
 //!   collects.
 //! - A daemonized mount has no terminal once the parent has exited. With `-o log_file=PATH` its stdout and stderr
 //!   are pointed at PATH (opened for appending by the parent, so a bad path fails the mount command, not the daemon
@@ -11,8 +11,8 @@
 //! Until the mount is live everything goes to stderr, so start-up errors reach the user's terminal. The switch to
 //! syslog is a process-wide flag that the log writer checks for every event.
 //!
-//! `LAKEFS_FUSE_LOG` takes an `EnvFilter` directive; otherwise the level is `info`, or with `-o debug` every FUSE
-//! request and lakeFS call of this crate (and fuser's per-request lines) at debug level.
+//! `LAKEFS_FUSE_LOG` takes an `EnvFilter` directive; otherwise the level is `info` (fuser's: `warn`), or with
+//! `-o debug` every FUSE request and lakeFS call of this crate (and fuser's per-request lines) at debug level.
 
 use std::ffi::CString;
 use std::io::{IsTerminal, Write};
@@ -27,12 +27,19 @@ use super::MountRequest;
 /// Set once a daemonized mount without a log file has detached: from then on events go to syslog.
 static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
 
+/// The default filter: fuser's own info lines ("Mounting ...") would be noise on a mount command's terminal.
+const DEFAULT_FILTER: &str = "info,fuser=warn";
+
 /// The filter `-o debug` selects when `LAKEFS_FUSE_LOG` is not set.
 const DEBUG_FILTER: &str = "info,lakefs_fuse=debug,fuser=debug";
 
 /// Install the global subscriber for a mount. Call once, before daemonizing.
 pub fn init(request: &MountRequest) {
-    let default = if request.options.debug { DEBUG_FILTER } else { "info" };
+    let default = if request.options.debug {
+        DEBUG_FILTER
+    } else {
+        DEFAULT_FILTER
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAKEFS_FUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter);
