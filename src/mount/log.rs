@@ -177,9 +177,10 @@ impl Drop for EventWriter {
     }
 }
 
-/// The event as one C string: trailing newline dropped, interior NULs (impossible in practice) replaced.
+/// The event as one C string: the level's padding and the trailing newline dropped, interior NULs (impossible in
+/// practice) replaced.
 fn syslog_message(line: &[u8]) -> Option<CString> {
-    let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+    let trimmed = line.strip_suffix(b"\n").unwrap_or(line).trim_ascii_start();
     if trimmed.is_empty() {
         return None;
     }
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_syslog_message_is_one_line_without_nuls() {
-        assert_eq!(syslog_message(b"mounted\n").unwrap().as_bytes(), b"mounted");
+        assert_eq!(syslog_message(b" INFO mounted\n").unwrap().as_bytes(), b"INFO mounted");
         assert_eq!(syslog_message(b"a\0b").unwrap().as_bytes(), b"a?b");
         assert!(syslog_message(b"\n").is_none());
     }
