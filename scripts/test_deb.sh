@@ -61,8 +61,9 @@ deb=$(packaging/build-deb.sh | tail -n 1)
 [ -f "$deb" ] || fail "no package built"
 deb=$(realpath "$deb")
 echo "$deb"
-dpkg-deb --contents "$deb" | grep -q ' ./usr/sbin/mount.lakefs -> ../bin/lakefs-fuse$' ||
-  fail "the package has no mount.lakefs symlink"
+# (Whole outputs are captured before grep -q: with pipefail, a writer cut off by grep's early exit fails.)
+contents=$(dpkg-deb --contents "$deb")
+grep -q ' ./usr/sbin/mount.lakefs -> ../bin/lakefs-fuse$' <<<"$contents" || fail "the package has no mount.lakefs symlink"
 
 step "install it"
 if ! command -v man >/dev/null 2>&1; then "${sudo[@]}" apt-get install -y -qq man-db >/dev/null; fi
@@ -78,7 +79,8 @@ step "man pages"
 man -w lakefs-fuse
 man -w mount.lakefs
 man -w lakefs-fuse-mount
-man -P cat mount.lakefs 2>/dev/null | grep -q "fstab" || fail "man mount.lakefs does not render"
+page=$(man -P cat mount.lakefs 2>/dev/null)
+grep -q "FSTAB" <<<"$page" || fail "man mount.lakefs does not render"
 
 step "mount helper flags"
 # -f is the helper's "fake": nothing is mounted, exit 0, even before any server exists.
