@@ -24,13 +24,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let body: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let blob = store
-        .write_blob(futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(
-            body,
-        ))]))
+        .write_blob(futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]))
         .await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     let entry = ObjectEntry {
         blob: blob.id.clone(),
         checksum: blob.md5.clone(),
@@ -40,13 +36,7 @@ async fn main() -> anyhow::Result<()> {
         metadata: BTreeMap::new(),
     };
     let paths: Vec<String> = (0..count)
-        .map(|i| {
-            if dirs <= 1 {
-                format!("{prefix}/f{i:07}.bin")
-            } else {
-                format!("{prefix}/d{:04}/f{i:07}.bin", i % dirs)
-            }
-        })
+        .map(|i| if dirs <= 1 { format!("{prefix}/f{i:07}.bin") } else { format!("{prefix}/d{:04}/f{i:07}.bin", i % dirs) })
         .collect();
     for chunk in paths.chunks(10_000) {
         let batch: Vec<(String, ObjectEntry)> = chunk.iter().map(|p| (p.clone(), entry.clone())).collect();
@@ -55,10 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let commit = store.commit(
         repo,
         "main",
-        CommitRequest {
-            message: format!("load {count} objects under {prefix}/"),
-            ..Default::default()
-        },
+        CommitRequest { message: format!("load {count} objects under {prefix}/"), ..Default::default() },
     )?;
     println!("{} objects under {prefix}/ committed as {}", count, commit.id);
     Ok(())
