@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::server::auth::Credentials;
 use crate::server::ServerConfig;
 
+mod generate;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lakefs-fuse",
@@ -29,6 +31,9 @@ pub enum Command {
     /// Mount lakeFS at MOUNTPOINT: `lakefs://` (all repositories), `lakefs://REPO` (its branches) or
     /// `lakefs://REPO/REF[/PREFIX]` (one ref). Daemonizes once the mount is live unless `-f` is given.
     Mount(Box<MountArgs>),
+    /// Write man pages or shell completions into a directory (used when packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -42,7 +47,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=, threads=,
-    /// read_only, allow_other, debug. Generic options (rw, noauto, _netdev, nofail, x-systemd.*) are ignored.
+    /// read_only (or ro), allow_other, debug, log_file=. Generic options (rw, defaults, noauto, _netdev, nofail, user,
+    /// x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// lakeFS server URL (`/api/v1` is appended when it has no path).
@@ -97,6 +103,12 @@ pub struct MountArgs {
     pub sloppy: bool,
     #[arg(short = 'v', hide = true)]
     pub verbose: bool,
+    /// mount(8) helper `-f` ("fake"): check the arguments, mount nothing. `mount.lakefs -f` arrives here.
+    #[arg(long, hide = true)]
+    pub fake: bool,
+    /// mount(8) passes `-t TYPE` to helpers of subtyped filesystems; accepted and ignored.
+    #[arg(short = 't', hide = true, value_name = "TYPE")]
+    pub fs_type: Option<String>,
 }
 
 impl MountArgs {
@@ -193,10 +205,17 @@ pub fn main() -> ExitCode {
             init_logging("info");
             run_serve(args)
         }
-        Command::Mount(args) => (*args).into_request().and_then(|request| {
-            init_logging(if request.options.debug { "debug" } else { "info" });
-            crate::mount::run_mount(request)
-        }),
+        Command::Mount(args) => {
+            let fake = args.fake;
+            (*args).into_request().and_then(|request| {
+                if fake {
+                    return Ok(());
+                }
+                crate::mount::log::init(&request);
+                crate::mount::run_mount(request)
+            })
+        }
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -207,14 +226,40 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Invoked as `mount.lakefs SOURCE DIR -o ...` (by mount(8) and fstab), behave as `lakefs-fuse mount ...`.
+/// Invoked as `mount.lakefs SOURCE DIR [-sfnv] [-o OPTIONS] [-t TYPE]` (by mount(8) and fstab), behave as
+/// `lakefs-fuse mount ...`. The helper convention gives `-f` another meaning than `lakefs-fuse mount -f`: "fake"
+/// (mount nothing) rather than "foreground", so the helper's `-f` becomes `--fake`; flag clusters such as `-fv` are
+/// split first. Option values (`-o ...`, `-t ...`) are passed through untouched.
 fn mount_helper_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut args: Vec<_> = args.collect();
     let invoked_as = args
         .first()
         .and_then(|a| PathBuf::from(a).file_name().map(|n| n.to_os_string()));
-    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("mount.lakefs")) {
-        args.insert(1, "mount".into());
+    if invoked_as.as_deref() != Some(std::ffi::OsStr::new("mount.lakefs")) {
+        return args;
+    }
+    let rest = args.split_off(1);
+    args.push("mount".into());
+    let mut rest = rest.into_iter();
+    while let Some(arg) = rest.next() {
+        match arg.to_str() {
+            Some("-o" | "-t") => {
+                args.push(arg);
+                args.extend(rest.next());
+            }
+            Some(flags)
+                if flags.len() > 1 && flags.starts_with('-') && flags[1..].chars().all(|c| "sfnv".contains(c)) =>
+            {
+                for flag in flags[1..].chars() {
+                    args.push(if flag == 'f' {
+                        "--fake".into()
+                    } else {
+                        format!("-{flag}").into()
+                    });
+                }
+            }
+            _ => args.push(arg),
+        }
     }
     args
 }
@@ -293,5 +338,68 @@ mod tests {
         );
         let cli = Cli::parse_from(args);
         assert!(matches!(cli.command, Command::Mount(ref m) if m.source == "lakefs://repo"));
+    }
+
+    fn helper(args: &[&str]) -> MountArgs {
+        let argv = std::iter::once("/usr/sbin/mount.lakefs").chain(args.iter().copied());
+        let cli = Cli::try_parse_from(mount_helper_args(argv.map(Into::into))).unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not a mount")
+        };
+        *args
+    }
+
+    #[test]
+    fn the_mount_helper_takes_f_as_fake_and_accepts_s_n_v_t() {
+        let args = helper(&[
+            "lakefs://repo/main",
+            "/mnt/x",
+            "-s",
+            "-f",
+            "-n",
+            "-v",
+            "-o",
+            "ro,noauto",
+            "-t",
+            "lakefs",
+        ]);
+        assert!(args.fake && args.sloppy && args.no_mtab && args.verbose);
+        assert!(!args.foreground, "-f means fake for a mount helper");
+        assert_eq!(args.fs_type.as_deref(), Some("lakefs"));
+        assert!(args.into_request().unwrap().options.read_only);
+
+        let args = helper(&["-fv", "lakefs://repo/main", "/mnt/x", "-o", "rw"]);
+        assert!(args.fake && args.verbose && !args.sloppy);
+        assert!(!args.into_request().unwrap().options.read_only);
+
+        // The long foreground flag still works for the helper.
+        let args = helper(&["lakefs://r/main", "/mnt/x", "--foreground", "-o", "ro"]);
+        assert!(!args.fake && args.foreground);
+
+        // Invoked as lakefs-fuse, -f stays "foreground".
+        let cli = Cli::parse_from(mount_helper_args(
+            ["lakefs-fuse", "mount", "lakefs://r/main", "/mnt/x", "-f"]
+                .map(Into::into)
+                .into_iter(),
+        ));
+        assert!(matches!(cli.command, Command::Mount(ref m) if m.foreground && !m.fake));
+    }
+
+    #[test]
+    fn fstab_generic_options_are_accepted() {
+        let args = helper(&[
+            "lakefs://repo/main",
+            "/mnt/x",
+            "-o",
+            "rw,defaults,noauto,_netdev,nofail,user=alice,users,x-systemd.automount,x-systemd.idle-timeout=60",
+            "-o",
+            "config=/etc/lakefs-fuse/lakectl.yaml",
+        ]);
+        let request = args.into_request().unwrap();
+        assert!(!request.options.read_only && !request.foreground);
+        assert_eq!(
+            request.options.config,
+            Some(PathBuf::from("/etc/lakefs-fuse/lakectl.yaml"))
+        );
     }
 }

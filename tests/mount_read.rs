@@ -449,13 +449,17 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
     assert!(!is_mounted(dir.path()));
 
-    // Without -f the command returns once the mount is live; the daemon logs to LAKEFS_FUSE_LOG_FILE.
+    // Without -f the command returns once the mount is live; the daemon logs to `-o log_file=`.
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("daemon.log");
-    let status = mount_command(&server, "lakefs://checks/main", dir.path(), "")
-        .env("LAKEFS_FUSE_LOG_FILE", &log)
-        .status()
-        .unwrap();
+    let status = mount_command(
+        &server,
+        "lakefs://checks/main",
+        dir.path(),
+        &format!("log_file={}", log.display()),
+    )
+    .status()
+    .unwrap();
     assert!(status.success());
     let mounted = is_mounted(dir.path());
     let listing = std::fs::read_dir(dir.path()).map(|entries| entries.count());

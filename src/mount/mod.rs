@@ -10,11 +10,12 @@
 //!    a fork;
 //! 4. serve until SIGINT/SIGTERM (unmount, lazily if busy) or until someone unmounts with `fusermount3 -u`.
 //!
-//! A daemon's log goes to `$LAKEFS_FUSE_LOG_FILE` when that is set, else nowhere; `-f` logs to stderr.
+//! Once the daemon has detached, it logs to `-o log_file=` or syslog (see [`log`]).
 //!
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
+pub mod log;
 pub mod options;
 
 use std::io::{Read, Write};
@@ -123,6 +124,12 @@ where
     }
     let mountpoint = check_mountpoint(&request.mountpoint)?;
     check_fuse_device()?;
+    let log_file = request
+        .options
+        .log_file
+        .as_deref()
+        .map(log::open_log_file)
+        .transpose()?;
     let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
         let client = Arc::new(make_client(&client_config)?);
         runtime
@@ -140,7 +147,11 @@ where
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
-        return serve(runtime, fs, &mountpoint, &fuse, |_| {});
+        return serve(runtime, fs, &mountpoint, &fuse, |result| {
+            if let (Ok(()), Some(file)) = (result, &log_file) {
+                log::redirect_stderr(file);
+            }
+        });
     }
 
     // Validate in the parent, so mistakes show up here; then drop every thread before forking.
@@ -149,7 +160,7 @@ where
         start(&runtime)?;
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
-    daemonize(|report| {
+    daemonize(log_file.as_ref(), |report| {
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
@@ -178,8 +189,9 @@ fn serve<L: LakeFs>(
     };
     let mut session = session;
     let mut unmounter = session.unmount_callable();
-    tracing::info!(mountpoint = %mountpoint.display(), read_only = fuse.read_only, "mounted");
+    // Report first: a daemon's log moves to its log file or syslog at that point.
     on_mounted(Ok(()));
+    tracing::info!(mountpoint = %mountpoint.display(), read_only = fuse.read_only, "mounted");
 
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
@@ -225,7 +237,10 @@ async fn shutdown_signal() -> &'static str {
 
 /// Fork; the child runs `child` with a reporter it must call once the mount is live (or failed); the parent waits
 /// for that report and exits accordingly.
-fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn daemonize(
+    log_file: Option<&std::fs::File>,
+    child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element array for pipe(2) to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -267,7 +282,7 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
             };
             let _ = pipe.write_all(message.as_bytes());
             if result.is_ok() {
-                detach_stdio();
+                log::detach_stdio(log_file);
             }
         }
     };
@@ -276,19 +291,4 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
         report(Err(format!("{err:#}")));
     }
     result
-}
-
-/// Point stdin/stdout at /dev/null once the parent has gone, and stderr (the log) at `$LAKEFS_FUSE_LOG_FILE`
-/// (appended) when set, else at /dev/null too.
-fn detach_stdio() {
-    use std::os::fd::AsRawFd;
-    let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else {
-        return;
-    };
-    let log = std::env::var_os("LAKEFS_FUSE_LOG_FILE")
-        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
-    for (fd, target) in [(0, &null), (1, &null), (2, log.as_ref().unwrap_or(&null))] {
-        // SAFETY: dup2 onto a standard descriptor from a valid open descriptor.
-        unsafe { libc::dup2(target.as_raw_fd(), fd) };
-    }
 }

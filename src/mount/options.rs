@@ -9,6 +9,10 @@
 //! (`LAKECTL_SERVER_ENDPOINT_URL`, `LAKECTL_CREDENTIALS_ACCESS_KEY_ID`, `LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY`),
 //! then the file named by `config=`, else `LAKECTL_CONFIG_FILE`, else `~/.lakectl.yaml`. The secret never needs to
 //! be on a command line.
+//!
+//! A configuration file that holds a secret must be private to its owner: like ssh with a private key, the mount
+//! refuses a file that its group or other users can access (mode & 0o077), and says how to fix it. A file without
+//! a secret (endpoint only) may be shared.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +51,8 @@ pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: bool,
     pub debug: bool,
+    /// Where a daemonized mount logs (appended); without it, a daemon logs to syslog.
+    pub log_file: Option<PathBuf>,
 }
 
 /// Generic options of mount(8)/fstab that do not concern this filesystem.
@@ -160,6 +166,7 @@ impl MountOptions {
                 "read_only" | "ro" => self.read_only = true,
                 "allow_other" => self.allow_other = true,
                 "debug" => self.debug = true,
+                "log_file" => self.log_file = Some(PathBuf::from(need()?)),
                 _ if is_ignored_generic(key) || is_ignored_generic(item) => {}
                 _ => return Err(OptionsError::Unknown(item.to_string())),
             }
@@ -194,8 +201,35 @@ fn read_lakectl_file(path: &Path) -> Result<LakectlFile, OptionsError> {
     if text.trim().is_empty() {
         return Ok(LakectlFile::default());
     }
-    serde_yaml::from_str(&text)
-        .map_err(|e| OptionsError::Connection(format!("parsing lakectl config {}: {e}", path.display())))
+    let file: LakectlFile = serde_yaml::from_str(&text)
+        .map_err(|e| OptionsError::Connection(format!("parsing lakectl config {}: {e}", path.display())))?;
+    if file
+        .credentials
+        .secret_access_key
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        check_private(path)?;
+    }
+    Ok(file)
+}
+
+/// Refuse a secret-holding file that anyone but its owner can access.
+fn check_private(path: &Path) -> Result<(), OptionsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| OptionsError::Connection(format!("lakectl config {}: {e}", path.display())))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(OptionsError::Connection(format!(
+            "lakectl config {path} holds a secret access key but its permissions {mode:04o} are too open \
+             (group or others can access it); run `chmod 600 {path}`",
+            path = path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Resolve the connection settings (see the module docs). `env` looks up an environment variable; `home` is the
@@ -300,6 +334,13 @@ mod tests {
         assert!(parse_mode("8").is_err() && parse_mode("17777").is_err());
     }
 
+    /// Write a config file the way a careful user does: readable by its owner only.
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
@@ -310,7 +351,7 @@ mod tests {
     #[test]
     fn the_lakectl_file_in_home_is_the_last_layer() {
         let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join(".lakectl.yaml"), FILE).unwrap();
+        write_private(&home.path().join(".lakectl.yaml"), FILE);
         let config = resolve_connection(&MountOptions::default(), env(&[]), Some(home.path())).unwrap();
         assert_eq!(config.endpoint, "http://file:8000");
         assert_eq!(config.access_key_id, "FILEKEY");
@@ -320,7 +361,7 @@ mod tests {
     #[test]
     fn the_environment_wins_over_the_file() {
         let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join(".lakectl.yaml"), FILE).unwrap();
+        write_private(&home.path().join(".lakectl.yaml"), FILE);
         let vars = env(&[
             ("LAKECTL_SERVER_ENDPOINT_URL", "http://env:1"),
             ("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "ENVKEY"),
@@ -335,7 +376,7 @@ mod tests {
     fn flags_win_over_the_environment_and_config_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let named = dir.path().join("named.yaml");
-        std::fs::write(&named, FILE.replace("FILESECRET", "NAMEDSECRET")).unwrap();
+        write_private(&named, &FILE.replace("FILESECRET", "NAMEDSECRET"));
         let options = MountOptions {
             endpoint: Some("http://flag:2".into()),
             config: Some(named.clone()),
@@ -362,6 +403,44 @@ mod tests {
             None,
         );
         assert!(matches!(err, Err(OptionsError::Connection(_))));
+    }
+
+    #[test]
+    fn a_secret_in_a_group_or_world_readable_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lakectl.yaml");
+        write_private(&path, FILE);
+        let options = MountOptions {
+            config: Some(path.clone()),
+            ..MountOptions::default()
+        };
+        assert!(resolve_connection(&options, env(&[]), None).is_ok());
+        for mode in [0o640, 0o604, 0o660, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = resolve_connection(&options, env(&[]), None).unwrap_err().to_string();
+            assert!(err.contains("too open") && err.contains("chmod 600"), "{mode:o}: {err}");
+        }
+        // Without a secret the file may be shared.
+        std::fs::write(&path, "server:\n  endpoint_url: http://file:8000\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let vars = env(&[
+            ("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "K"),
+            ("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "S"),
+        ]);
+        assert_eq!(
+            resolve_connection(&options, vars, None).unwrap().endpoint,
+            "http://file:8000"
+        );
+    }
+
+    #[test]
+    fn log_file_and_ro_parse() {
+        let mut options = MountOptions::default();
+        options.apply_o("ro,log_file=/var/log/lakefs-fuse/x.log,debug").unwrap();
+        assert!(options.read_only && options.debug);
+        assert_eq!(options.log_file, Some(PathBuf::from("/var/log/lakefs-fuse/x.log")));
+        assert!(matches!(options.apply_o("log_file"), Err(OptionsError::Invalid { .. })));
     }
 
     #[test]
