@@ -33,14 +33,28 @@ nohup python3 scripts/sample_hook.py 8099 "$endpoint" >"$dir/hook.log" 2>&1 &
 echo $! >"$dir/hook.pid"
 python3 scripts/sample_repo.py "$endpoint"
 
+mnt=$dir/lake
+mkdir -p "$mnt"
+if ! mountpoint -q "$mnt"; then
+  LAKECTL_SERVER_ENDPOINT_URL=$endpoint \
+  LAKECTL_CREDENTIALS_ACCESS_KEY_ID=AKIAIOSFOLQUICKSTART \
+  LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY \
+    "$bin" mount lakefs://quickstart "$mnt" -o log_file="$dir/mount.log"
+fi
+
 cat <<EOM
 
-lakefs-fuse quickstart is running.
-  server:     $endpoint  (keys: AKIAIOSFOLQUICKSTART / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY)
-  data:       $dir/data       log: $dir/server.log
+lakefs-fuse quickstart is running: repository "quickstart" is mounted at $mnt
+  server: $endpoint (keys AKIAIOSFOLQUICKSTART / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY)
+  logs:   $dir/server.log, $dir/mount.log
 
-Try it with the official clients, e.g.:
-  aws --endpoint-url $endpoint s3 ls s3://quickstart/main/
-  curl -u AKIAIOSFOLQUICKSTART:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY $endpoint/api/v1/repositories/quickstart/branches
-Stop it with: scripts/quickstart.sh stop $dir
+Five things to try:
+  ls $mnt $mnt/main                                  # branches, then objects of main
+  cat $mnt/main/customers/007.json                   # read; also $mnt/v1/... (a tag) and $mnt/main~1/...
+  echo "hello" > $mnt/ingest/notes.txt               # write: goes to a private staging branch
+  echo "add notes" > $mnt/ingest/.lakefs/commit      # one atomic commit on ingest
+  echo main > $mnt/ingest/.lakefs/merge              # merge ingest into main (the pre-merge schema hook runs)
+  cat $mnt/ingest/.lakefs/status                     # what happened, including hook output
+
+Stop everything with: scripts/quickstart.sh stop $dir
 EOM

@@ -3,7 +3,8 @@
 #   1. cargo fmt/clippy checks,
 #   2. Rust unit and integration tests, including real FUSE mounts (feature fuse_tests),
 #   3. the compat suite: the official lakeFS clients (lakefs-sdk, lakefs, lakefs-spec, boto3, aws CLI)
-#      against `lakefs-fuse serve`.
+#      against `lakefs-fuse serve`,
+#   4. the Debian package: build, install, `mount -t lakefs`, an fstab mount, removal (needs root and dpkg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh python
@@ -23,3 +24,6 @@ cargo test "${fuse_feature[@]}"
 echo "== compat suite (official lakeFS clients)"
 cargo build -q
 LAKEFS_FUSE_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/lakefs-fuse" .venv/bin/python -m pytest -q scripts/conformance/python
+
+echo "== Debian package: install, mount -t lakefs, fstab, remove"
+scripts/test_deb.sh
