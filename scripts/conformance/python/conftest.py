@@ -63,7 +63,10 @@ def server():
     srv.start()
     yield srv
     srv.stop()
-    shutil.rmtree(srv.data_dir, ignore_errors=True)
+    if os.environ.get("LAKEFS_FUSE_COMPAT_KEEP"):
+        print(f"\nserver data and log kept in {srv.data_dir}")
+    else:
+        shutil.rmtree(srv.data_dir, ignore_errors=True)
 
 
 @pytest.fixture
