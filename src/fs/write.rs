@@ -1266,7 +1266,8 @@ impl<L: LakeFs> Filesystem<L> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "mkdir").await?;
-        if self.lookup(parent, name).await.is_ok() {
+        if let Ok(existing) = self.lookup(parent, name).await {
+            self.table.forget(existing.attr.ino, 1);
             return Err(FsError::exists(format!("{prefix}{name}")));
         }
         let sub = format!("{prefix}{name}/");
@@ -1600,7 +1601,7 @@ impl<L: LakeFs> Filesystem<L> {
             _ => Err(FsError::access_denied(format!("{} is read-only", file.name()))),
         };
         match &result {
-            Ok(outcome) => writer.record(format!("{outcome}")),
+            Ok(outcome) => writer.record(outcome.clone()),
             Err(err) => writer.record(format!("{} failed: {err}", file.name())),
         }
         // Whatever happened, the mount's view may have changed: drop cached misses.

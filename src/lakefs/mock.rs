@@ -744,11 +744,7 @@ impl LakeFs for MockLakeFs {
         let source_id = r.resolve_commit(source)?;
         let dest = r.branch(destination)?;
         let dest_id = dest.head.clone();
-        if changed_paths(&r.commit_tree(&dest_id), &dest.working)
-            .iter()
-            .next()
-            .is_some()
-        {
+        if !changed_paths(&r.commit_tree(&dest_id), &dest.working).is_empty() {
             return Err(LakeFsError::BadRequest(format!("{destination}: dirty branch")));
         }
         let base = r.merge_base(&dest_id, &source_id).unwrap_or_default();
