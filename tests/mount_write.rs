@@ -263,3 +263,36 @@ fn a_restarted_mount_resumes_its_staging_branch() {
     control(mount.path(), "commit", "resumed").unwrap();
     assert_eq!(server.paths("repo", "main"), ["kept.txt"]);
 }
+
+#[test]
+fn a_mount_killed_with_open_files_uploads_them_when_restarted() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "old", "o");
+    server.commit("repo", "main", "initial");
+    let dir = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
+    let staging = read(&mount.join(".lakefs/staging")).trim().to_string();
+    let mut open = fs::File::create(mount.join("open.txt")).unwrap();
+    open.write_all(b"written, never closed").unwrap();
+    assert_eq!(
+        server.get("repo", &staging, "open.txt"),
+        None,
+        "not uploaded before close"
+    );
+    mount.kill();
+    drop(open);
+    drop(mount);
+    let mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
+    assert_eq!(
+        server.get("repo", &staging, "open.txt").as_deref(),
+        Some(&b"written, never closed"[..]),
+        "the restarted mount uploads what the journal names"
+    );
+    assert_eq!(read(&mount.join("open.txt")), "written, never closed");
+    control(mount.path(), "commit", "recovered").unwrap();
+    assert_eq!(
+        server.get("repo", "main", "open.txt").unwrap(),
+        b"written, never closed"
+    );
+}

@@ -211,7 +211,8 @@ impl<L: LakeFs> Filesystem<L> {
             ),
             None => None,
         };
-        Ok(Self {
+        let recovered = write::recover_staging(&config)?;
+        let fs = Self {
             client,
             cache: Arc::new(DataCache::new(MemoryBlockCache::new(config.max_memory), disk)),
             config,
@@ -224,9 +225,14 @@ impl<L: LakeFs> Filesystem<L> {
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
             writers: Mutex::new(HashMap::new()),
-            staging: Mutex::new(None),
+            staging: Mutex::new(recovered.clone()),
             next_staged: AtomicU64::new(1),
-        })
+        };
+        // An earlier run of this mount crashed with files not uploaded: upload them now, not on first access.
+        if let (Some(_), Some(location)) = (&recovered, &fs.root_location) {
+            fs.loaded_writer(location).await?;
+        }
+        Ok(fs)
     }
 
     pub fn config(&self) -> &FsConfig {

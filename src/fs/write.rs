@@ -42,7 +42,7 @@ use crate::lakefs::{
     CommitRequest, DiffKind, LakeFs, LakeFsError, ListRequest, MergeStrategy, ObjectInfo, META_CLIENT_MTIME,
     META_POSIX_PERMISSIONS, META_SYMLINK_TARGET,
 };
-use crate::staging::{staging_branch_name, LocalFile, StagingDir};
+use crate::staging::{staging_branch_name, LocalFile, PendingUpload, StagingDir};
 
 /// Bytes fetched per request when a remote file is copied into a staging file.
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
@@ -350,16 +350,33 @@ fn unix_seconds(time: SystemTime) -> i64 {
 
 /// The staging area of a mount: the directory of local files, created on first use.
 pub(crate) fn open_staging(config: &super::FsConfig) -> FsResult<Arc<StagingDir>> {
+    let (root, mount_id) = staging_location(config);
+    StagingDir::open(&root, &mount_id, config.max_staging)
+        .map_err(|e| FsError::staging(format!("opening the staging directory under {}", root.display()), e))
+}
+
+/// Root of the staging files and this mount's directory name in it (stable for host + mountpoint).
+fn staging_location(config: &super::FsConfig) -> (std::path::PathBuf, String) {
     let root = config
         .staging_dir
         .clone()
         .unwrap_or_else(crate::staging::default_staging_root);
-    let mount_id = staging_branch_name(&config.host, &config.mountpoint, "", "");
-    let mount_id = mount_id
-        .trim_start_matches(crate::staging::STAGING_BRANCH_PREFIX)
-        .trim_start_matches('-');
-    StagingDir::open(&root, mount_id, config.max_staging)
-        .map_err(|e| FsError::staging(format!("opening the staging directory under {}", root.display()), e))
+    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut digest, format!("{}\0{}", config.host, config.mountpoint));
+    let hash = hex::encode(sha2::Digest::finalize(digest));
+    (root, format!("mount-{}", &hash[..16]))
+}
+
+/// The staging directory opened at start when an earlier run of this mount left a journal (files to upload).
+pub(crate) fn recover_staging(config: &super::FsConfig) -> FsResult<Option<Arc<StagingDir>>> {
+    if config.read_only {
+        return Ok(None);
+    }
+    let (root, mount_id) = staging_location(config);
+    if StagingDir::has_journal(&root, &mount_id) {
+        return open_staging(config).map(Some);
+    }
+    Ok(None)
 }
 
 impl<L: LakeFs> Filesystem<L> {
@@ -465,7 +482,74 @@ impl<L: LakeFs> Filesystem<L> {
             Err(LakeFsError::NotFound(_)) => writer.state().loaded = true,
             Err(err) => return Err(FsError::lakefs(format!("staging branch {staging}"), err)),
         }
+        self.recover_uploads(writer).await;
         Ok(())
+    }
+
+    /// Files an earlier run of this mount wrote but may not have uploaded (it crashed): stage and upload them.
+    async fn recover_uploads(&self, writer: &BranchWriter) {
+        let Some(staging) = lock(&self.staging).clone() else {
+            return;
+        };
+        for (pending, local) in staging.take_recovered(&writer.repo, &writer.branch) {
+            let key = pending.key.clone();
+            let id = self.insert_staged(writer, &key, Some(Arc::new(local)), None, pending.metadata, true);
+            match self.upload(writer, id).await {
+                Ok(()) => tracing::info!(
+                    key,
+                    staging = writer.staging,
+                    "uploaded a file recovered from the journal"
+                ),
+                Err(err) => tracing::warn!(key, "recovered file not uploaded yet: {err}"),
+            }
+            self.journal_if_clean(writer, id);
+        }
+    }
+
+    /// Journal staged file `id` as possibly not uploaded (before anything that may leave it so).
+    fn journal(&self, writer: &BranchWriter, id: u64) -> FsResult<()> {
+        let Some(staging) = lock(&self.staging).clone() else {
+            return Ok(());
+        };
+        let entry = {
+            let state = writer.state();
+            state.files.get(&id).and_then(|file| {
+                file.local.clone().map(|local| {
+                    let pending = PendingUpload {
+                        repo: writer.repo.clone(),
+                        branch: writer.branch.clone(),
+                        staging: writer.staging.clone(),
+                        key: file.key.clone(),
+                        metadata: file.metadata.clone(),
+                    };
+                    (local, pending)
+                })
+            })
+        };
+        match entry {
+            Some((local, pending)) => staging
+                .journal_pending(&local, pending)
+                .map_err(|e| FsError::staging("writing the staging journal", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Drop `id` from the journal when its bytes are on the staging branch and no handle can change them.
+    fn journal_if_clean(&self, writer: &BranchWriter, id: u64) {
+        let Some(staging) = lock(&self.staging).clone() else {
+            return;
+        };
+        let local = {
+            let state = writer.state();
+            state
+                .files
+                .get(&id)
+                .filter(|f| !f.dirty && f.handles == 0)
+                .and_then(|f| f.local.clone())
+        };
+        if let Some(local) = local {
+            staging.journal_done(&local);
+        }
     }
 
     /// The writer for a change inside directory `dir`, or the error that refuses it.
@@ -940,6 +1024,8 @@ impl<L: LakeFs> Filesystem<L> {
                     file.remote = Some(info);
                 }
                 state.last_upload_error = None;
+                drop(state);
+                self.journal_if_clean(writer, id);
                 Ok(())
             }
             Err(err) => {
@@ -985,7 +1071,7 @@ impl<L: LakeFs> Filesystem<L> {
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
-        let opened = self.open_staged_handle(&writer, id, Some(local), true);
+        let opened = self.open_staged_handle(&writer, id, Some(local), true)?;
         Ok((self.entry_of(&inode), opened))
     }
 
@@ -1013,7 +1099,10 @@ impl<L: LakeFs> Filesystem<L> {
         id: u64,
         local: Option<Arc<LocalFile>>,
         write: bool,
-    ) -> Opened {
+    ) -> FsResult<Opened> {
+        if write {
+            self.journal(writer, id)?;
+        }
         if let Some(file) = writer.state().files.get_mut(&id) {
             file.handles += 1;
         }
@@ -1027,11 +1116,11 @@ impl<L: LakeFs> Filesystem<L> {
                 write,
             }),
         );
-        Opened {
+        Ok(Opened {
             fh,
             direct_io: false,
             keep_cache: false,
-        }
+        })
     }
 
     /// `open` of a file for writing (or with `O_TRUNC`): stage it, downloading its bytes unless truncated.
@@ -1059,7 +1148,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
         let local = self.materialize(&writer, id, mode.truncate).await?;
-        Ok(self.open_staged_handle(&writer, id, Some(local), mode.write))
+        self.open_staged_handle(&writer, id, Some(local), mode.write)
     }
 
     /// `open` of a staged file for reading.
@@ -1081,7 +1170,7 @@ impl<L: LakeFs> Filesystem<L> {
                 (file.local.clone(), file.remote.clone(), file.key.clone())
             };
             if let Some(local) = local {
-                return Ok(self.open_staged_handle(writer, id, Some(local), false));
+                return self.open_staged_handle(writer, id, Some(local), false);
             }
             let object = match remote {
                 Some(remote) => remote,
@@ -1188,6 +1277,8 @@ impl<L: LakeFs> Filesystem<L> {
         if !shown {
             drop_if_unused(&mut state, id);
         }
+        drop(state);
+        self.journal_if_clean(writer, id);
     }
 
     pub async fn setattr(&self, ino: InodeNo, change: SetAttr) -> FsResult<Entry> {
@@ -1256,6 +1347,7 @@ impl<L: LakeFs> Filesystem<L> {
         if handles == 0 {
             // No close will follow: upload now so the change is on the staging branch when this call returns.
             let _guard = writer.operation.lock().await;
+            self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
         let inode = self.inode(ino)?;
@@ -1289,6 +1381,7 @@ impl<L: LakeFs> Filesystem<L> {
         let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
         {
             let _guard = writer.operation.lock().await;
+            self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
         self.forget_negative(parent, name);
@@ -1524,6 +1617,7 @@ impl<L: LakeFs> Filesystem<L> {
                     file.handles
                 };
                 if handles == 0 {
+                    self.journal(writer, id)?;
                     self.upload(writer, id).await?;
                 }
                 Ok(id)

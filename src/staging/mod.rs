@@ -11,16 +11,21 @@
 //! - [`staging_branch_name`] derives `_fuse-<branch>-<id>` from host, mountpoint, repository and branch, so that a
 //!   mount restarted on the same host and mountpoint finds the staging branch it left and resumes it.
 //!
-//! Files are not journalled: what survives a crash is what was uploaded, and every `close` that returned 0 has
-//! uploaded its file (see docs/SEMANTICS.md). Leftover files of an earlier run are removed when the directory opens.
+//! Crash safety: every `close` that returned 0 has uploaded its file. For the rest - files open for writing, or
+//! whose upload failed - a small journal (`journal.json`, rewritten temp-then-rename and fsynced) names each local
+//! file with its repository, staging branch, key and metadata. A mount restarted after a crash keeps the journalled
+//! files, and the filesystem uploads them when it loads the branch's staging state ([`StagingDir::take_recovered`]).
+//! Files the journal does not name are leftovers and are removed when the directory opens.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Prefix of every staging branch; `_` keeps it apart from branch names people choose.
@@ -78,6 +83,20 @@ impl StagingError {
     }
 }
 
+/// A local file whose bytes may not be on the staging branch yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpload {
+    pub repo: String,
+    pub branch: String,
+    pub staging: String,
+    pub key: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+const JOURNAL: &str = "journal.json";
+const DATA_SUFFIX: &str = ".data";
+
 /// The staging directory of one mount and its byte budget.
 #[derive(Debug)]
 pub struct StagingDir {
@@ -85,25 +104,130 @@ pub struct StagingDir {
     limit: u64,
     used: AtomicU64,
     next: AtomicU64,
+    /// Journal entries by file name, as last persisted.
+    journal: Mutex<BTreeMap<String, PendingUpload>>,
+    /// Journalled files of an earlier run, not yet taken over.
+    recovered: Mutex<BTreeMap<String, PendingUpload>>,
 }
 
 impl StagingDir {
-    /// Open (create) `root/<mount_id>/`, removing files an earlier run of the same mount left behind.
+    /// Whether `root/<mount_id>/` holds a journal, i.e. an earlier run may have left files to upload.
+    pub fn has_journal(root: &Path, mount_id: &str) -> bool {
+        root.join(mount_id).join(JOURNAL).exists()
+    }
+
+    /// Open (create) `root/<mount_id>/`: journalled files of an earlier run are kept for
+    /// [`Self::take_recovered`], other leftovers are removed.
     pub fn open(root: &Path, mount_id: &str, limit: u64) -> Result<Arc<Self>, StagingError> {
         let dir = root.join(mount_id);
         std::fs::create_dir_all(&dir).map_err(|e| StagingError::io(&dir, e))?;
+        let journal_path = dir.join(JOURNAL);
+        let recovered: BTreeMap<String, PendingUpload> = match std::fs::read(&journal_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %journal_path.display(), error = %e, "unreadable staging journal ignored");
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(StagingError::io(&journal_path, e)),
+        };
+        let mut recovered_present = BTreeMap::new();
+        let mut highest = 0;
         let entries = std::fs::read_dir(&dir).map_err(|e| StagingError::io(&dir, e))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".data") {
-                let _ = std::fs::remove_file(entry.path());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(number) = name.strip_suffix(DATA_SUFFIX) else {
+                continue;
+            };
+            match recovered.get(&name) {
+                Some(pending) => {
+                    highest = highest.max(number.parse::<u64>().unwrap_or(0));
+                    recovered_present.insert(name, pending.clone());
+                }
+                None => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
-        Ok(Arc::new(Self {
+        let staging = Self {
             dir,
             limit,
             used: AtomicU64::new(0),
-            next: AtomicU64::new(1),
-        }))
+            next: AtomicU64::new(highest + 1),
+            journal: Mutex::new(recovered_present.clone()),
+            recovered: Mutex::new(recovered_present),
+        };
+        staging.persist(&lock(&staging.journal))?;
+        Ok(Arc::new(staging))
+    }
+
+    /// Take over the journalled files of an earlier run for `repo`/`branch` (each file with what it is).
+    pub fn take_recovered(self: &Arc<Self>, repo: &str, branch: &str) -> Vec<(PendingUpload, LocalFile)> {
+        let names: Vec<String> = lock(&self.recovered)
+            .iter()
+            .filter(|(_, p)| p.repo == repo && p.branch == branch)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(pending) = lock(&self.recovered).remove(&name) else {
+                continue;
+            };
+            let path = self.dir.join(&name);
+            let opened = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+            match opened.and_then(|file| file.metadata().map(|m| (file, m.len()))) {
+                Ok((file, size)) => {
+                    // Recovered bytes count against the budget even if that overshoots it: they must not be lost.
+                    self.used.fetch_add(size, Ordering::SeqCst);
+                    out.push((
+                        pending,
+                        LocalFile {
+                            staging: self.clone(),
+                            name,
+                            path,
+                            file,
+                            size: AtomicU64::new(size),
+                        },
+                    ));
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "journalled staging file unreadable"),
+            }
+        }
+        out
+    }
+
+    /// Journal `file` as possibly not uploaded, as `pending` (idempotent; persisted before returning).
+    pub fn journal_pending(&self, file: &LocalFile, pending: PendingUpload) -> Result<(), StagingError> {
+        let mut journal = lock(&self.journal);
+        if journal.get(&file.name) == Some(&pending) {
+            return Ok(());
+        }
+        journal.insert(file.name.clone(), pending);
+        self.persist(&journal)
+    }
+
+    /// `file`'s bytes are on the staging branch (or no longer wanted).
+    pub fn journal_done(&self, file: &LocalFile) {
+        let mut journal = lock(&self.journal);
+        if journal.remove(&file.name).is_some() {
+            if let Err(e) = self.persist(&journal) {
+                tracing::warn!(error = %e, "updating the staging journal");
+            }
+        }
+    }
+
+    /// Rewrite the journal: temp file, fsync, rename, so a crash leaves the old or the new version.
+    fn persist(&self, journal: &BTreeMap<String, PendingUpload>) -> Result<(), StagingError> {
+        let path = self.dir.join(JOURNAL);
+        let temp = self.dir.join(format!("{JOURNAL}.tmp"));
+        let bytes = serde_json::to_vec(journal).map_err(|e| StagingError::io(&path, io::Error::other(e)))?;
+        let write = || -> io::Result<()> {
+            let mut file = File::create(&temp)?;
+            io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| StagingError::io(&path, e))
     }
 
     pub fn path(&self) -> &Path {
@@ -122,7 +246,8 @@ impl StagingDir {
     /// A new empty staged file.
     pub fn create(self: &Arc<Self>) -> Result<LocalFile, StagingError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join(format!("{n}.data"));
+        let name = format!("{n}{DATA_SUFFIX}");
+        let path = self.dir.join(&name);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -132,6 +257,7 @@ impl StagingDir {
             .map_err(|e| StagingError::io(&path, e))?;
         Ok(LocalFile {
             staging: self.clone(),
+            name,
             path,
             file,
             size: AtomicU64::new(0),
@@ -171,6 +297,8 @@ impl StagingDir {
 #[derive(Debug)]
 pub struct LocalFile {
     staging: Arc<StagingDir>,
+    /// File name inside the staging directory (the journal's key).
+    name: String,
     path: PathBuf,
     file: File,
     size: AtomicU64,
@@ -254,14 +382,61 @@ impl LocalFile {
 
 impl Drop for LocalFile {
     fn drop(&mut self) {
+        self.staging.journal_done(self);
         self.staging.release(self.size());
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(key: &str) -> PendingUpload {
+        PendingUpload {
+            repo: "repo".into(),
+            branch: "main".into(),
+            staging: "_fuse-main-x".into(),
+            key: key.into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn journalled_files_survive_a_restart_and_others_do_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let staging = StagingDir::open(tmp.path(), "m", 100).unwrap();
+            let kept = staging.create().unwrap();
+            kept.write_at(0, b"unsent").unwrap();
+            staging.journal_pending(&kept, pending("a/kept")).unwrap();
+            let done = staging.create().unwrap();
+            staging.journal_pending(&done, pending("a/done")).unwrap();
+            staging.journal_done(&done);
+            let _unjournalled = staging.create().unwrap();
+            // A crash: nothing is dropped.
+            std::mem::forget(kept);
+            std::mem::forget(done);
+            std::mem::forget(_unjournalled);
+        }
+        assert!(StagingDir::has_journal(tmp.path(), "m"));
+        let staging = StagingDir::open(tmp.path(), "m", 100).unwrap();
+        assert!(staging.take_recovered("repo", "other").is_empty());
+        let recovered = staging.take_recovered("repo", "main");
+        assert_eq!(recovered.len(), 1);
+        let (what, file) = &recovered[0];
+        assert_eq!(what.key, "a/kept");
+        assert_eq!(file.read_at(0, 100).unwrap(), b"unsent");
+        assert_eq!(staging.used(), 6);
+        let files = std::fs::read_dir(staging.path()).unwrap().count();
+        assert_eq!(files, 2, "the journal and the one recovered file");
+        let fresh = staging.create().unwrap();
+        assert_ne!(fresh.path(), file.path(), "new files never reuse a recovered name");
+    }
 
     #[test]
     fn branch_names_are_stable_and_distinct() {

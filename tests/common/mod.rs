@@ -308,6 +308,15 @@ impl Mount {
         mount
     }
 
+    /// `kill -9` the mount process and detach the dead mount, as after a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).status();
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }

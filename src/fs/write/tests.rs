@@ -667,3 +667,44 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn files_not_uploaded_at_a_crash_are_uploaded_by_the_restarted_mount() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let source = || Source::parse("lakefs://repo/main").unwrap();
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    let (_, opened) = fs.create(InodeNo::ROOT, "open.txt", 0o644).await.unwrap();
+    fs.write(opened.fh, 0, b"written, never closed").await.unwrap();
+    let (_, closed) = fs.create(InodeNo::ROOT, "closed.txt", 0o644).await.unwrap();
+    fs.write(closed.fh, 0, b"closed").await.unwrap();
+    fs.flush(closed.fh).await.unwrap();
+    fs.release(closed.fh);
+    let staging_branch = crate::staging::staging_branch_name("test-host", "/mnt/test", "repo", "main");
+    assert!(!mock.snapshot("repo", &staging_branch).unwrap().contains_key("open.txt"));
+    // kill -9: nothing is dropped, nothing more is uploaded.
+    std::mem::forget(fs);
+
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    let on_staging = mock.snapshot("repo", &staging_branch).unwrap();
+    assert_eq!(&on_staging["open.txt"][..], b"written, never closed");
+    assert_eq!(&on_staging["closed.txt"][..], b"closed");
+    let entry = fs.lookup(InodeNo::ROOT, "open.txt").await.unwrap();
+    assert_eq!(entry.attr.size, 21);
+    drop(fs);
+    // Uploaded and clean: a third start finds nothing left to recover.
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.requests("upload_file"),
+        2,
+        "one upload before the crash, one recovery, none after"
+    );
+    drop(fs);
+}
