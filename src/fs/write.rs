@@ -15,6 +15,8 @@
 //! Data path: writes land in a [`LocalFile`]; `flush` (every `close`) and `fsync` upload a dirty file to `S` and
 //! return the upload's error. An upload races no write: a generation counter taken before the upload decides
 //! whether the file is still dirty afterwards.
+//! Files that may hold bytes the staging branch lacks (open for writing, or a failed upload) are named in the
+//! staging journal ([`crate::staging`]); a restarted mount uploads them when it loads the branch's overlay.
 //!
 //! Operations that change `S` (upload, delete, copy) and the control operations are serialised per branch by an
 //! async mutex; plain data writes are not (they only touch the local file).
