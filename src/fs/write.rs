@@ -123,6 +123,22 @@ pub(crate) struct WriteState {
     last_upload_error: Option<String>,
 }
 
+impl WriteState {
+    fn pending_uploads(&self) -> usize {
+        self.overlay
+            .values()
+            .filter(|o| matches!(o, Overlay::Staged(id) if self.files.get(id).is_some_and(|f| f.dirty)))
+            .count()
+    }
+
+    /// Whether staged file `id` is what its key shows (a commit, discard or replacement ends that).
+    fn shows(&self, id: u64) -> bool {
+        self.files
+            .get(&id)
+            .is_some_and(|f| self.overlay.get(&f.key) == Some(&Overlay::Staged(id)))
+    }
+}
+
 /// What one key shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyView {
@@ -227,12 +243,7 @@ impl BranchWriter {
 
     /// Number of staged files whose bytes or metadata still have to reach the staging branch.
     pub fn pending_uploads(&self) -> usize {
-        let state = self.state();
-        state
-            .overlay
-            .values()
-            .filter(|o| matches!(o, Overlay::Staged(id) if state.files.get(id).is_some_and(|f| f.dirty)))
-            .count()
+        self.state().pending_uploads()
     }
 
     fn record(&self, outcome: String) {
@@ -819,8 +830,7 @@ impl<L: LakeFs> Filesystem<L> {
 
     /// Whether a staged inode still names a live staged file (a commit or discard retires them).
     pub(crate) fn staged_is_live(&self, location: &RefLocation, id: u64) -> bool {
-        self.writer(location)
-            .is_some_and(|w| w.state().overlay.values().any(|o| *o == Overlay::Staged(id)))
+        self.writer(location).is_some_and(|w| w.state().shows(id))
     }
 
     /// A new staged file for `key` with `local` bytes, shown at `key` from now on. Replaces whatever the key
@@ -1275,8 +1285,7 @@ impl<L: LakeFs> Filesystem<L> {
         if let Some(file) = state.files.get_mut(&id) {
             file.handles = file.handles.saturating_sub(1);
         }
-        let shown = state.overlay.values().any(|o| *o == Overlay::Staged(id));
-        if !shown {
+        if !state.shows(id) {
             drop_if_unused(&mut state, id);
         }
         drop(state);
@@ -1950,11 +1959,7 @@ impl<L: LakeFs> Filesystem<L> {
                     .filter(|o| matches!(o, Overlay::Staged(_)))
                     .count();
                 let deleted = state.overlay.len() - staged;
-                let pending = state
-                    .overlay
-                    .values()
-                    .filter(|o| matches!(o, Overlay::Staged(id) if state.files.get(id).is_some_and(|f| f.dirty)))
-                    .count();
+                let pending = state.pending_uploads();
                 let mut text = format!(
                     "staging branch: {}{}\npending uploads: {pending}\nuncommitted changes: {} ({staged} written, \
                      {deleted} deleted)\nlocal directories: {}\n",
