@@ -6,8 +6,8 @@
 //!   a delete, a copy); until then `S` may not exist. A restarted mount finds it with `GET branch` and rebuilds
 //!   the overlay from the server: the three-dot diff `B...S` (changes committed on `S` by a commit whose merge
 //!   then failed) plus `S`'s uncommitted diff.
-//! - The overlay maps keys to [`Overlay::Staged`] (the key shows a staged file: local bytes, or the object on `S`)
-//!   or [`Overlay::Deleted`] (the key is hidden). Every other key shows `B` as it is now, so other clients' writes
+//! - The overlay maps keys to `Overlay::Staged` (the key shows a staged file: local bytes, or the object on `S`)
+//!   or `Overlay::Deleted` (the key is hidden). Every other key shows `B` as it is now, so other clients' writes
 //!   to `B` stay visible. Directories are implied by keys, plus local-only directories made with `mkdir`.
 //! - A staged file keeps its id for life; the kernel's inode for it is `NodeKind::StagedFile { id }`, so renames
 //!   and writes never change the inode the kernel holds.
@@ -21,8 +21,8 @@
 //! Operations that change `S` (upload, delete, copy) and the control operations are serialised per branch by an
 //! async mutex; plain data writes are not (they only touch the local file).
 //!
-//! Layout: this module holds the model (writers, overlay, staged files, uploads, the journal hooks); [`posix`] the
-//! POSIX calls on top of it; [`control`] the `.lakefs/` operations.
+//! Layout: this module holds the model (writers, overlay, staged files, uploads, the journal hooks); `posix` the
+//! POSIX calls on top of it; `control` the `.lakefs/` operations.
 //!
 //! Awkward cases:
 //! - Deleting a key that exists on `B` only as another client's *uncommitted* write cannot be staged on `S` (which
