@@ -296,3 +296,32 @@ fn a_mount_killed_with_open_files_uploads_them_when_restarted() {
         b"written, never closed"
     );
 }
+
+#[test]
+fn large_files_upload_in_parts_and_the_staging_budget_is_enforced() {
+    let server = Server::start();
+    server.create_repository("repo");
+    let mount = Mount::start(&server, "lakefs://repo/main", "");
+    // Above the 16 MiB multipart threshold: two parts, the second one short.
+    let big: Vec<u8> = (0..20 * 1024 * 1024 + 7u32).map(|i| (i % 251) as u8).collect();
+    fs::write(mount.join("big.bin"), &big).unwrap();
+    control(mount.path(), "commit", "big").unwrap();
+    assert!(
+        server.get("repo", "main", "big.bin").unwrap() == big,
+        "multipart upload must keep every byte"
+    );
+    drop(mount);
+
+    let small = Mount::start(&server, "lakefs://repo/main", "max_staging=1M");
+    let err = fs::write(small.join("too-big.bin"), vec![1u8; 2 * 1024 * 1024]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // The partial file holds the budget until it goes.
+    assert_eq!(
+        fs::write(small.join("fits.bin"), vec![1u8; 1000])
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    fs::remove_file(small.join("too-big.bin")).unwrap();
+    fs::write(small.join("fits.bin"), vec![1u8; 1000]).unwrap();
+}
