@@ -6,12 +6,12 @@
 //! for `status` and logged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{drop_if_unused, BranchWriter, Overlay};
 use crate::fs::inode::{ControlFile, RefLocation};
 use crate::fs::{lock, Filesystem, FsError, FsResult};
 use crate::lakefs::{CommitRequest, DiffKind, LakeFs, LakeFsError, MergeStrategy};
-use std::sync::Arc;
 
 /// A parsed write to `.lakefs/commit`.
 #[derive(Debug, Clone, PartialEq, Eq)]

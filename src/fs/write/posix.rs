@@ -1,6 +1,9 @@
 //! The POSIX calls of the write side: create, open for writing, write, flush/fsync, setattr, mkdir, symlink,
 //! unlink, rmdir and rename, over the overlay and staging files of [`super`].
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, KeyView, Overlay, SetAttr};
 use crate::fs::attr::FileKind;
 use crate::fs::inode::{Inode, InodeNo, NodeKind, RefLocation};
@@ -8,8 +11,6 @@ use crate::fs::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
 use crate::fs::{lock, Entry, Filesystem, FsError, FsResult, OpenFile, OpenMode, Opened};
 use crate::lakefs::{LakeFs, ObjectInfo, META_CLIENT_MTIME, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
 use crate::staging::LocalFile;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 impl<L: LakeFs> Filesystem<L> {
     /// Create and open a regular file.
