@@ -229,6 +229,9 @@ impl Mount {
 }
 
 fn unmount(path: &Path) {
+    if !is_mounted(path) {
+        return;
+    }
     let ok = Command::new("fusermount3")
         .arg("-u")
         .arg(path)
@@ -446,8 +449,11 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
     assert!(!is_mounted(dir.path()));
 
-    // Without -f the command returns once the mount is live.
+    // Without -f the command returns once the mount is live; the daemon logs to LAKEFS_FUSE_LOG_FILE.
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("daemon.log");
     let status = mount_command(&server, "lakefs://checks/main", dir.path(), "")
+        .env("LAKEFS_FUSE_LOG_FILE", &log)
         .status()
         .unwrap();
     assert!(status.success());
@@ -456,4 +462,36 @@ fn bad_settings_fail_before_mounting_and_daemon_mode_reports_ready() {
     unmount(dir.path());
     assert!(mounted, "the daemon reported ready before the mount was live");
     assert_eq!(listing.unwrap(), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("unmounted") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("unmounted"), "daemon log: {text}");
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let server = Server::start();
+    server.create_repository("signals");
+    server.upload("signals", "main", "f", "x");
+    let mut mount = Mount::start(&server, "lakefs://signals/main", "");
+    assert_eq!(run("cat", &["f"], mount.path()), "x");
+    let mut child = mount.child.take().expect("child");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lakefs-fuse did not exit on SIGTERM:\n{}",
+            mount.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", mount.log_text());
+    assert!(!is_mounted(mount.path()), "still mounted after SIGTERM");
 }

@@ -204,6 +204,22 @@ async fn repository_branch_and_tag_lifecycle() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "repository name too short");
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "second", "storage_namespace": "local://lifecycle/"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "namespace already in use: {body}");
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "s3repo", "storage_namespace": "s3://bucket/x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not the local blockstore");
     let (status, _) = server
         .json(Method::POST, "/repositories", json!({"name": "nonamespace"}))
         .await;
@@ -225,6 +241,10 @@ async fn repository_branch_and_tag_lifecycle() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(repos["pagination"]["max_per_page"], 1000);
     assert_eq!(repos["results"][0]["id"], "lifecycle");
+    let (_, found) = server.get("/repositories?search=cycle").await;
+    assert_eq!(found["results"][0]["id"], "lifecycle");
+    let (_, none) = server.get("/repositories?search=nomatch").await;
+    assert_eq!(none["results"], json!([]));
 
     let (_, main) = server.get("/repositories/lifecycle/branches/main").await;
     let head = main["commit_id"].as_str().unwrap().to_string();
@@ -272,6 +292,24 @@ async fn repository_branch_and_tag_lifecycle() {
     assert_eq!(rest["pagination"]["next_offset"], "");
     let (status, _) = server.get("/repositories/lifecycle/branches?amount=1001").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Hidden branches stay out of listings unless asked for.
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/lifecycle/branches",
+            json!({"name": "_hidden", "source": "main", "hidden": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, visible) = server.get("/repositories/lifecycle/branches").await;
+    assert!(!visible["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["id"] == "_hidden"));
+    let (_, all) = server.get("/repositories/lifecycle/branches?show_hidden=true").await;
+    assert!(all["results"].as_array().unwrap().iter().any(|b| b["id"] == "_hidden"));
 
     let (status, tag) = server
         .json(
@@ -671,6 +709,11 @@ async fn commit_diff_log_and_merge() {
         diff["results"][0],
         json!({"type": "added", "path": "b.txt", "path_type": "object", "size_bytes": 3})
     );
+    let (_, with_stats) = server
+        .get("/repositories/history/refs/main/diff/feature?include_right_stats=true")
+        .await;
+    assert_eq!(with_stats["results"][0]["right"]["checksum"], md5_hex(b"two").as_str());
+    assert!(with_stats["results"][0]["right"]["mtime"].as_i64().unwrap() > 0);
     let (status, base) = server.get("/repositories/history/refs/feature/merge/main").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(base["base_commit_id"], commit["id"]);
@@ -1002,6 +1045,27 @@ async fn revert_hard_reset_and_ref_expressions() {
     let (_, log) = server.get("/repositories/undo/refs/main/commits?amount=1").await;
     assert_eq!(log["pagination"]["has_more"], true);
     assert_ne!(log["results"][0]["id"], second["id"]);
+    assert_eq!(
+        log["results"][0]["message"],
+        format!("Revert {}", second["id"].as_str().unwrap())
+    );
+
+    // Cherry-pick v2 back onto main: f is v2 again, with v2's message.
+    let (status, picked) = server
+        .json(
+            Method::POST,
+            "/repositories/undo/branches/main/cherry-pick",
+            json!({"ref": second["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{picked}");
+    assert_eq!(picked["message"], "v2");
+    let current = server
+        .req(Method::GET, "/repositories/undo/refs/main/objects?path=f")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.bytes().await.unwrap().as_ref(), b"v2");
 
     // Hard reset refuses a dirty branch, then moves the head back.
     server.upload("undo", "main", "g", b"staged").await;
@@ -1166,5 +1230,112 @@ async fn webhook_timeouts_properties_and_skipped_hooks() {
     );
     let (status, _) = server.get("/repositories/props/actions/runs/nosuchrun").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn read_only_repositories_and_branch_protection() {
+    let server = TestServer::start().await;
+    let (status, repo) = server
+        .json(
+            Method::POST,
+            "/repositories",
+            json!({"name": "frozen", "storage_namespace": "local://frozen", "read_only": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(repo["read_only"], true);
+    let refused = server
+        .req(Method::POST, "/repositories/frozen/branches/main/objects?path=a")
+        .body("a")
+        .send()
+        .await;
+    let refused = refused.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["message"],
+        "read-only repository"
+    );
+    let forced = server
+        .req(
+            Method::POST,
+            "/repositories/frozen/branches/main/objects?path=a&force=true",
+        )
+        .body("a");
+    assert_eq!(forced.send().await.unwrap().status(), StatusCode::CREATED);
+    let (status, _) = server.commit("frozen", "main", "refused").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/frozen/branches/main/commits",
+            json!({"message": "forced", "force": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = server
+        .json(
+            Method::POST,
+            "/repositories/frozen/branches",
+            json!({"name": "b", "source": "main"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = server.get("/repositories/frozen/refs/main/objects/stat?path=a").await;
+    assert_eq!(status, StatusCode::OK, "reads are not affected");
+
+    server.create_repo("guarded").await;
+    let rules_url = "/repositories/guarded/settings/branch_protection";
+    let initial = server.req(Method::GET, rules_url).send().await.unwrap();
+    assert_eq!(initial.status(), StatusCode::OK);
+    let etag = initial.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(initial.json::<Value>().await.unwrap(), json!([]));
+    let stale = server
+        .req(Method::PUT, rules_url)
+        .header("if-match", "\"stale\"")
+        .json(&json!([{"pattern": "ma*"}]));
+    assert_eq!(stale.send().await.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+    let set = server
+        .req(Method::PUT, rules_url)
+        .header("if-match", &etag)
+        .json(&json!([{"pattern": "ma*"}]));
+    assert_eq!(set.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let (_, rules) = server.get(rules_url).await;
+    assert_eq!(rules, json!([{"pattern": "ma*"}]));
+
+    server
+        .json(
+            Method::POST,
+            "/repositories/guarded/branches",
+            json!({"name": "work", "source": "main"}),
+        )
+        .await;
+    let write = server
+        .req(Method::POST, "/repositories/guarded/branches/main/objects?path=x")
+        .body("x")
+        .send()
+        .await;
+    let write = write.unwrap();
+    assert_eq!(write.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        write.json::<Value>().await.unwrap()["message"],
+        "cannot write to protected branch"
+    );
+    let (status, body) = server
+        .json(
+            Method::POST,
+            "/repositories/guarded/branches/main/commits",
+            json!({"message": "m", "allow_empty": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["message"], "cannot commit to protected branch");
+    // Merging into a protected branch is allowed.
+    server.upload("guarded", "work", "x", b"x").await;
+    server.commit("guarded", "work", "x").await;
+    let (status, _) = server
+        .json(Method::POST, "/repositories/guarded/refs/work/merge/main", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }

@@ -717,6 +717,7 @@ proptest! {
         let mut committed: BTreeMap<String, u8> = BTreeMap::new();
         let mut staged = committed.clone();
         let mut last_commit = store.get_commit("repo", "main").unwrap().id;
+        let mut commits_made = 0;
         for op in ops {
             match op {
                 Op::Put(k, v) => {
@@ -733,6 +734,7 @@ proptest! {
                         prop_assert!(matches!(result, Err(StoreError::NoChanges)), "{:?}", result);
                     } else {
                         last_commit = result.unwrap().id;
+                        commits_made += 1;
                         committed = staged.clone();
                     }
                 }
@@ -766,11 +768,139 @@ proptest! {
                 .filter(|k| staged.get(**k) != committed.get(**k))
                 .map(|k| k.to_string())
                 .collect();
-            prop_assert_eq!(changed, expected);
+            prop_assert_eq!(&changed, &expected);
+            let two_dot = store.diff_refs("repo", &last_commit, "main$", DiffKind::TwoDot, &page("", "", 1000), None);
+            let two_dot: Vec<String> = two_dot.unwrap().items.into_iter().map(|d| d.path).collect();
+            prop_assert_eq!(&two_dot, &expected);
         }
+        let log = store.log("repo", "main", &LogRequest { amount: 1000, ..Default::default() }).unwrap();
+        prop_assert_eq!(log.items.len(), commits_made + 1);
+        prop_assert_eq!(&log.items[0].id, &last_commit);
         prop_assert_eq!(store.resolve_ref("repo", "main@").unwrap(), RefView::BranchHead {
             branch: "main".to_string(),
             head: last_commit,
         });
+    }
+}
+
+// ---- merge model test ----
+
+/// Random edits of one branch: `Some(v)` puts version `v`, `None` deletes.
+fn edits() -> impl Strategy<Value = Vec<(usize, Option<u8>)>> {
+    prop::collection::vec((0..KEYS.len(), prop::option::weighted(0.7, 0u8..3)), 0..6)
+}
+
+fn strategy() -> impl Strategy<Value = MergeStrategy> {
+    prop_oneof![
+        Just(MergeStrategy::Default),
+        Just(MergeStrategy::DestWins),
+        Just(MergeStrategy::SourceWins)
+    ]
+}
+
+/// Applies `edits` to `branch` and its model, then commits if anything changed.
+fn edit_and_commit(store: &Store, branch: &str, model: &mut BTreeMap<String, u8>, edits: &[(usize, Option<u8>)]) {
+    let before = model.clone();
+    for (k, v) in edits {
+        match v {
+            Some(v) => {
+                store
+                    .put_object("repo", branch, KEYS[*k], entry(&v.to_string()), false)
+                    .unwrap();
+                model.insert(KEYS[*k].to_string(), *v);
+            }
+            None => {
+                store.delete_object("repo", branch, KEYS[*k]).unwrap();
+                model.remove(KEYS[*k]);
+            }
+        }
+    }
+    let result = store.commit(
+        "repo",
+        branch,
+        CommitRequest {
+            message: "edit".into(),
+            ..Default::default()
+        },
+    );
+    match result {
+        Ok(_) => assert_ne!(&before, model),
+        Err(StoreError::NoChanges) => assert_eq!(&before, model),
+        Err(e) => panic!("commit: {e}"),
+    }
+}
+
+/// The §6 table over whole maps: the merged map and the conflicting keys.
+fn model_merge(
+    base: &BTreeMap<String, u8>,
+    source: &BTreeMap<String, u8>,
+    dest: &BTreeMap<String, u8>,
+    strategy: MergeStrategy,
+) -> (BTreeMap<String, u8>, Vec<String>) {
+    let mut merged = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for key in KEYS {
+        let (b, s, d) = (base.get(key), source.get(key), dest.get(key));
+        let winner = if s == b || d == s {
+            d
+        } else if d == b {
+            s
+        } else {
+            conflicts.push(key.to_string());
+            if strategy == MergeStrategy::SourceWins {
+                s
+            } else {
+                d
+            }
+        };
+        if let Some(v) = winner {
+            merged.insert(key.to_string(), *v);
+        }
+    }
+    (merged, conflicts)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: model_cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn merges_follow_the_lakefs_table(
+        initial in edits(),
+        rounds in prop::collection::vec((edits(), edits(), strategy()), 1..3),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_repo(dir.path());
+        let mut dest = BTreeMap::new();
+        edit_and_commit(&store, "main", &mut dest, &initial);
+        store.create_branch("repo", "src", "main", false).unwrap();
+        let mut source = dest.clone();
+        let mut base = dest.clone();
+        for (source_edits, dest_edits, strategy) in rounds {
+            edit_and_commit(&store, "src", &mut source, &source_edits);
+            edit_and_commit(&store, "main", &mut dest, &dest_edits);
+            let (merged, conflicts) = model_merge(&base, &source, &dest, strategy);
+            let request = MergeRequest { strategy, ..Default::default() };
+            let before = store.get_branch("repo", "main").unwrap().head;
+            match store.merge("repo", "src", "main", request) {
+                Err(StoreError::MergeConflict { paths }) => {
+                    prop_assert_eq!(strategy, MergeStrategy::Default);
+                    prop_assert_eq!(paths, conflicts);
+                    prop_assert_eq!(store.get_branch("repo", "main").unwrap().head, before);
+                }
+                Err(StoreError::NoChanges) => {
+                    prop_assert!(strategy != MergeStrategy::Default || conflicts.is_empty());
+                    prop_assert_eq!(&merged, &dest);
+                }
+                Ok(commit) => {
+                    prop_assert!(strategy != MergeStrategy::Default || conflicts.is_empty());
+                    prop_assert_ne!(&merged, &dest);
+                    prop_assert_eq!(commit.parents.len(), 2);
+                    check_view(&store, "main", &merged)?;
+                    dest = merged;
+                    base = source.clone();
+                }
+                Err(e) => panic!("merge: {e}"),
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! paths. Each file holds the SHA-256 of the data followed by the data; a read that does not verify (a torn write
 //! from a crash, a bit flip) is deleted and treated as a miss. Files are written to a temporary name and renamed,
 //! so a reader never sees a partial block. An in-memory LRU index, rebuilt by scanning the directory at start,
-//! decides evictions. All file I/O is blocking: callers run it on the blocking pool.
+//! decides evictions. All file I/O is blocking: callers run it on the blocking pool. A cache directory belongs
+//! to one mount at a time: opening it sweeps temporary files another writer might still be using.
 
 use std::fs;
 use std::io::Write;

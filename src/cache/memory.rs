@@ -71,6 +71,13 @@ impl MemoryBlockCache {
         }
     }
 
+    /// Drop every block.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.blocks.clear();
+        inner.bytes = 0;
+    }
+
     /// Bytes currently held.
     pub fn used_bytes(&self) -> u64 {
         self.lock().bytes

@@ -218,11 +218,41 @@ impl Inode {
     }
 }
 
+/// Name bindings, grouped by parent so listing one directory's bindings costs its own size only.
+#[derive(Debug, Default)]
+struct Names(HashMap<InodeNo, HashMap<String, InodeNo>>);
+
+impl Names {
+    fn get(&self, key: &(InodeNo, String)) -> Option<&InodeNo> {
+        self.0.get(&key.0)?.get(&key.1)
+    }
+
+    fn insert(&mut self, key: (InodeNo, String), ino: InodeNo) -> Option<InodeNo> {
+        self.0.entry(key.0).or_default().insert(key.1, ino)
+    }
+
+    fn remove(&mut self, key: &(InodeNo, String)) -> Option<InodeNo> {
+        let children = self.0.get_mut(&key.0)?;
+        let removed = children.remove(&key.1);
+        if children.is_empty() {
+            self.0.remove(&key.0);
+        }
+        removed
+    }
+
+    fn children(&self, parent: InodeNo) -> Vec<String> {
+        self.0
+            .get(&parent)
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug)]
 struct TableInner {
     next: u64,
     inodes: HashMap<InodeNo, Arc<Inode>>,
-    names: HashMap<(InodeNo, String), InodeNo>,
+    names: Names,
 }
 
 #[derive(Debug)]
@@ -249,7 +279,7 @@ impl InodeTable {
             inner: Mutex::new(TableInner {
                 next: 2,
                 inodes,
-                names: HashMap::new(),
+                names: Names::default(),
             }),
         }
     }
@@ -327,12 +357,7 @@ impl InodeTable {
 
     /// Names currently bound in `parent`.
     pub fn children_names(&self, parent: InodeNo) -> Vec<String> {
-        self.lock()
-            .names
-            .keys()
-            .filter(|(p, _)| *p == parent)
-            .map(|(_, name)| name.clone())
-            .collect()
+        self.lock().names.children(parent)
     }
 
     /// The kernel now holds one more reference to `inode`. An inode forgotten since the caller found it (a

@@ -11,8 +11,9 @@
 //!   new block, up to `max_read_window`; every block in the window is requested at once, so several GETs are in
 //!   flight.
 //! - Any other read is a *seek*: the window drops to zero, the GETs still running for blocks the reader skipped
-//!   are aborted, and only the block(s) the read needs are fetched. Small random reads (parquet footers, `head`)
-//!   therefore cost one block each and never start a stream.
+//!   are aborted, and the read fetches only its own range, aligned to 64 KiB (or its blocks, when a disk cache
+//!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
+//!   start a stream; a read right after them that continues sequentially starts one.
 //! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
 //!
 //! The window is per handle and bounded, the cache is global and bounded by bytes; together they bound memory.
@@ -82,6 +83,36 @@ impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
     }
 }
 
+/// Alignment of the ranged GET a random read makes (never more than a block).
+const RANDOM_READ_ALIGN: u64 = 64 * 1024;
+
+/// One ranged GET of `object`, checked against the checksum the handle was opened with.
+async fn fetch_range<L: LakeFs>(client: &L, object: &ObjectVersion, range: Range<u64>) -> FsResult<Bytes> {
+    let got = client
+        .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
+        .await
+        .map_err(|e| FsError::lakefs(format!("reading {}@{} {range:?}", object.key, object.read_ref), e))?;
+    if let Some(etag) = got.etag.as_deref() {
+        if normalize_etag(etag) != normalize_etag(&object.checksum) {
+            return Err(FsError::stale(format!(
+                "{} changed on {} while open (checksum {} is now {etag})",
+                object.key, object.read_ref, object.checksum
+            )));
+        }
+    }
+    if got.data.len() as u64 != range.end - range.start {
+        return Err(FsError::stale(format!(
+            "{} on {}: expected {} bytes at {}, got {}",
+            object.key,
+            object.read_ref,
+            range.end - range.start,
+            range.start,
+            got.data.len()
+        )));
+    }
+    Ok(got.data)
+}
+
 /// Strip quotes and a multipart `-N` suffix, which lakeFS leaves out of `checksum`.
 fn normalize_etag(etag: &str) -> &str {
     let etag = etag.trim_matches('"');
@@ -149,30 +180,9 @@ impl<L: LakeFs> ObjectReader<L> {
             if let Some(block) = cache.get_from_disk(&key).await {
                 return Ok(block);
             }
-            let got = client
-                .get_object_range(&object.repo, &object.read_ref, &object.key, range.clone())
-                .await
-                .map_err(|e| FsError::lakefs(format!("reading {}@{} {range:?}", object.key, object.read_ref), e))?;
-            if let Some(etag) = got.etag.as_deref() {
-                if normalize_etag(etag) != normalize_etag(&object.checksum) {
-                    return Err(FsError::stale(format!(
-                        "{} changed on {} while open (checksum {} is now {etag})",
-                        object.key, object.read_ref, object.checksum
-                    )));
-                }
-            }
-            if got.data.len() as u64 != range.end - range.start {
-                return Err(FsError::stale(format!(
-                    "{} on {}: expected {} bytes at {}, got {}",
-                    object.key,
-                    object.read_ref,
-                    range.end - range.start,
-                    range.start,
-                    got.data.len()
-                )));
-            }
-            cache.put(key, got.data.clone());
-            Ok(got.data)
+            let data = fetch_range(&*client, &object, range).await?;
+            cache.put(key, data.clone());
+            Ok(data)
         });
         let abort = task.abort_handle();
         let block = async move {
@@ -199,6 +209,7 @@ impl<L: LakeFs> ObjectReader<L> {
         let last_block_of_file = (size - 1) / bs;
 
         let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
+        let mut direct: Option<Range<u64>> = None;
         {
             let mut state = self.lock();
             // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
@@ -214,37 +225,59 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             } else {
                 state.window = 0;
-            }
-            // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
-            let window_end_block = (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
-            let stale: Vec<u64> = state
-                .in_flight
-                .keys()
-                .copied()
-                .filter(|b| *b < first || *b > window_end_block.max(last))
-                .collect();
-            for index in stale {
-                if let Some(entry) = state.in_flight.remove(&index) {
-                    entry.abort.abort();
+                // A random read whose blocks are neither cached nor on their way fetches just its own range
+                // (aligned to 64 KiB): a 4 KiB read must not cost a whole block. The disk cache, when there is
+                // one, works in blocks, so it keeps the block path.
+                let missing = (first..=last)
+                    .any(|b| !state.in_flight.contains_key(&b) && !self.cache.memory.contains(&self.key(b)));
+                if missing && self.cache.disk.is_none() {
+                    for (_, entry) in std::mem::take(&mut state.in_flight) {
+                        entry.abort.abort();
+                    }
+                    state.next_offset = end;
+                    state.last_block = Some(last);
+                    state.fetches += 1;
+                    let align = RANDOM_READ_ALIGN.min(bs);
+                    direct = Some(offset / align * align..end.div_ceil(align).saturating_mul(align).min(size));
                 }
             }
-            for index in first..=window_end_block.max(last) {
-                if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
-                    continue;
+            if direct.is_none() {
+                // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
+                let window_end_block =
+                    (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
+                let stale: Vec<u64> = state
+                    .in_flight
+                    .keys()
+                    .copied()
+                    .filter(|b| *b < first || *b > window_end_block.max(last))
+                    .collect();
+                for index in stale {
+                    if let Some(entry) = state.in_flight.remove(&index) {
+                        entry.abort.abort();
+                    }
                 }
-                let entry = self.spawn_fetch(index);
-                state.fetches += 1;
-                state.in_flight.insert(index, entry);
+                for index in first..=window_end_block.max(last) {
+                    if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
+                        continue;
+                    }
+                    let entry = self.spawn_fetch(index);
+                    state.fetches += 1;
+                    state.in_flight.insert(index, entry);
+                }
+                for index in first..=last {
+                    needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
+                }
+                state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
+                state.last_block = Some(
+                    state
+                        .last_block
+                        .map_or(last, |b| if in_stream { b.max(last) } else { last }),
+                );
             }
-            for index in first..=last {
-                needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
-            }
-            state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
-            state.last_block = Some(
-                state
-                    .last_block
-                    .map_or(last, |b| if in_stream { b.max(last) } else { last }),
-            );
+        }
+        if let Some(range) = direct {
+            let data = fetch_range(&*self.client, &self.object, range.clone()).await?;
+            return Ok(data.slice((offset - range.start) as usize..(end - range.start) as usize));
         }
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
@@ -252,7 +285,19 @@ impl<L: LakeFs> ObjectReader<L> {
             let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
                 None => match pending {
-                    Some(pending) => pending.await?,
+                    Some(pending) => match pending.await {
+                        Ok(block) => block,
+                        Err(err) => {
+                            // The fetch may have been a prefetch started long ago: try once more now, and never
+                            // leave a failed fetch behind for later reads.
+                            tracing::debug!(error = %err, index, "block fetch failed; retrying it for this read");
+                            let retry = self.spawn_fetch(index);
+                            self.lock().fetches += 1;
+                            let result = retry.block.await;
+                            self.lock().in_flight.remove(&index);
+                            result?
+                        }
+                    },
                     // Evicted between planning and now: fetch it directly.
                     None => {
                         let entry = self.spawn_fetch(index);
@@ -371,6 +416,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_random_read_fetches_an_aligned_range_not_a_block() {
+        let (mock, cache, object, data) = setup(4096 * KIB as usize);
+        let tuning = ReadTuning {
+            block_size: 1024 * KIB,
+            initial_window: 1024 * KIB,
+            max_window: 4096 * KIB,
+        };
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning);
+        let offset = 2500 * KIB + 7;
+        let chunk = reader.read(offset, 4096).await.unwrap();
+        assert_eq!(&chunk[..], &data[offset as usize..offset as usize + 4096]);
+        assert_eq!(mock.bytes_served(), 64 * KIB, "one 64 KiB-aligned range");
+        assert_eq!(reader.window(), 0);
+        // Continuing sequentially starts a stream of blocks.
+        let next = reader.read(offset + 4096, 4096).await.unwrap();
+        assert_eq!(&next[..], &data[offset as usize + 4096..offset as usize + 8192]);
+        assert!(reader.window() > 0);
+    }
+
+    #[tokio::test]
     async fn cached_blocks_are_served_without_requests_to_another_handle() {
         let (mock, cache, object, data) = setup(20 * KIB as usize);
         let first = ObjectReader::new(mock.clone(), cache.clone(), object.clone(), tuning());
@@ -404,15 +469,34 @@ mod tests {
         let reader = ObjectReader::new(mock.clone(), first, object.clone(), tuning());
         assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
         let requests = mock.requests("get_object_range");
-        // Disk writes run in the background; wait until they landed.
+        // Disk writes run in the background; wait until all three blocks landed.
+        let blocks_on_disk = || {
+            walk_files(dir.path())
+                .into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
+                .count()
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while disk().used_bytes() < 10 * KIB && std::time::Instant::now() < deadline {
+        while blocks_on_disk() < 3 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let restarted = Arc::new(DataCache::new(MemoryBlockCache::new(1 << 30), Some(disk())));
         let reader = ObjectReader::new(mock.clone(), restarted, object, tuning());
         assert_eq!(&reader.read(0, 10 * KIB as u32).await.unwrap()[..], &data[..]);
         assert_eq!(mock.requests("get_object_range"), requests);
+    }
+
+    fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk_files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[test]

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::lakefs::mock::MockLakeFs;
+use crate::lakefs::LakeFsError;
 
 fn config() -> FsConfig {
     FsConfig {
@@ -467,6 +468,47 @@ async fn a_prefix_mount_shows_only_the_prefix() {
     let fs = mount(&mock, "lakefs://repo/main/data").await;
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["x", "y"]);
     assert_eq!(cat(&fs, "x/1").await.unwrap(), b"1");
+}
+
+#[tokio::test]
+async fn server_errors_reach_the_caller_with_their_errno() {
+    let mock = server();
+    mock.put_object("repo", "main", "f", "data").unwrap();
+    mock.put_object("repo", "main", "d/g", "data").unwrap();
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    let file = walk(&fs, "f").await.unwrap();
+    let opened = fs.open(file.attr.ino, OpenMode::default()).await.unwrap();
+    // One failure is absorbed by the read's own second attempt; two reach the caller, and nothing sticks.
+    mock.inject_failure("get_object_range", LakeFsError::Unavailable("503".into()), 1);
+    assert_eq!(&fs.read(opened.fh, 0, 4).await.unwrap()[..], b"data");
+    let other = fs.open(file.attr.ino, OpenMode::default()).await.unwrap();
+    fs.data_cache().memory.clear();
+    mock.inject_failure("get_object_range", LakeFsError::Unavailable("503".into()), 2);
+    assert_eq!(fs.read(other.fh, 0, 4).await.unwrap_err().errno, libc::EIO);
+    assert_eq!(
+        &fs.read(other.fh, 0, 4).await.unwrap()[..],
+        b"data",
+        "a later read succeeds"
+    );
+
+    let dir = walk(&fs, "d").await.unwrap();
+    let fh = fs.opendir(dir.attr.ino).await.unwrap();
+    mock.inject_failure(
+        "list_objects",
+        LakeFsError::Unauthorized("error authenticating request".into()),
+        1,
+    );
+    let mut entries: Vec<DirEntry> = Vec::new();
+    let err = fs.readdir(dir.attr.ino, fh, 0, false, &mut entries).await.unwrap_err();
+    assert_eq!(err.errno, libc::EACCES);
+    assert!(err.to_string().contains("error authenticating request"), "{err}");
+    mock.inject_failure("stat_object", LakeFsError::Timeout("slow".into()), 1);
+    assert_eq!(
+        walk(&fs, "missing").await.unwrap_err().errno,
+        libc::EIO,
+        "a failed lookup is not a miss"
+    );
+    assert_eq!(walk(&fs, "missing").await.unwrap_err().errno, libc::ENOENT);
 }
 
 #[tokio::test]

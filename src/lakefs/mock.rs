@@ -67,6 +67,10 @@ struct MockState {
     next_commit: u64,
     clock: i64,
     requests: BTreeMap<&'static str, u64>,
+    /// Object bytes returned by ranged reads.
+    bytes_served: u64,
+    /// Errors to return instead of serving, per operation, with how many times.
+    failures: BTreeMap<String, (LakeFsError, u32)>,
 }
 
 impl std::fmt::Debug for MockState {
@@ -287,13 +291,36 @@ impl MockLakeFs {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn count(&self, operation: &'static str) {
-        *self.lock().requests.entry(operation).or_default() += 1;
+    /// Count a request and fail it if a failure was injected for `operation`.
+    fn begin(&self, operation: &'static str) -> Result<()> {
+        let mut state = self.lock();
+        *state.requests.entry(operation).or_default() += 1;
+        if let Some((error, remaining)) = state.failures.get_mut(operation) {
+            let error = error.clone();
+            *remaining -= 1;
+            if *remaining == 0 {
+                state.failures.remove(operation);
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Make the next `times` calls of `operation` (a trait method's name) fail with `error`.
+    pub fn inject_failure(&self, operation: &str, error: LakeFsError, times: u32) {
+        if times > 0 {
+            self.lock().failures.insert(operation.to_string(), (error, times));
+        }
     }
 
     /// Requests served for `operation` (the trait method's name) so far.
     pub fn requests(&self, operation: &str) -> u64 {
         self.lock().requests.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Object bytes returned by ranged reads so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.lock().bytes_served
     }
 
     /// Requests served for every operation so far.
@@ -477,7 +504,7 @@ impl MockLakeFs {
 
 impl LakeFs for MockLakeFs {
     async fn list_repositories(&self, after: &str) -> Result<Page<Repository>> {
-        self.count("list_repositories");
+        self.begin("list_repositories")?;
         let state = self.lock();
         let page_size = self.page_size.load(Ordering::SeqCst) as usize;
         let mut items: Vec<Repository> = state
@@ -499,7 +526,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn get_repository(&self, repo: &str) -> Result<Repository> {
-        self.count("get_repository");
+        self.begin("get_repository")?;
         let state = self.lock();
         let r = state.repo(repo)?;
         Ok(Repository {
@@ -510,7 +537,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn list_branches(&self, repo: &str, after: &str) -> Result<Page<RefInfo>> {
-        self.count("list_branches");
+        self.begin("list_branches")?;
         let state = self.lock();
         let page_size = self.page_size.load(Ordering::SeqCst) as usize;
         let mut items: Vec<RefInfo> = state
@@ -532,7 +559,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn get_branch(&self, repo: &str, branch: &str) -> Result<RefInfo> {
-        self.count("get_branch");
+        self.begin("get_branch")?;
         let state = self.lock();
         let b = state
             .repo(repo)?
@@ -546,7 +573,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn get_tag(&self, repo: &str, tag: &str) -> Result<RefInfo> {
-        self.count("get_tag");
+        self.begin("get_tag")?;
         let state = self.lock();
         let commit = state
             .repo(repo)?
@@ -560,7 +587,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn get_commit(&self, repo: &str, reference: &str) -> Result<CommitInfo> {
-        self.count("get_commit");
+        self.begin("get_commit")?;
         let state = self.lock();
         let repo = state.repo(repo)?;
         let id = repo.resolve_commit(reference)?;
@@ -569,7 +596,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn stat_object(&self, repo: &str, reference: &str, path: &str) -> Result<ObjectInfo> {
-        self.count("stat_object");
+        self.begin("stat_object")?;
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
         tree.get(path)
@@ -578,7 +605,7 @@ impl LakeFs for MockLakeFs {
     }
 
     async fn list_objects(&self, repo: &str, reference: &str, request: &ListRequest) -> Result<Page<ListEntry>> {
-        self.count("list_objects");
+        self.begin("list_objects")?;
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
         let amount = request.amount.clamp(1, self.page_size.load(Ordering::SeqCst)) as usize;
@@ -620,7 +647,7 @@ impl LakeFs for MockLakeFs {
         path: &str,
         range: Range<u64>,
     ) -> Result<ObjectBytes> {
-        self.count("get_object_range");
+        self.begin("get_object_range")?;
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
         let object = tree
@@ -633,10 +660,10 @@ impl LakeFs for MockLakeFs {
         let end = range.end.min(len);
         // Indices are bounded by the object's length, which fits in memory.
         let data = object.data.slice(range.start as usize..end as usize);
-        Ok(ObjectBytes {
-            data,
-            etag: Some(object.checksum.clone()),
-        })
+        let etag = Some(object.checksum.clone());
+        drop(state);
+        self.lock().bytes_served += data.len() as u64;
+        Ok(ObjectBytes { data, etag })
     }
 
     async fn create_branch_from(&self, repo: &str, name: &str, source: &str, hidden: bool) -> Result<()> {

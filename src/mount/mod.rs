@@ -10,6 +10,8 @@
 //!    a fork;
 //! 4. serve until SIGINT/SIGTERM (unmount, lazily if busy) or until someone unmounts with `fusermount3 -u`.
 //!
+//! A daemon's log goes to `$LAKEFS_FUSE_LOG_FILE` when that is set, else nowhere; `-f` logs to stderr.
+//!
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
@@ -285,13 +287,17 @@ fn daemonize(child: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::R
     result
 }
 
-/// Point stdin/stdout/stderr at /dev/null once the parent has gone.
+/// Point stdin/stdout at /dev/null once the parent has gone, and stderr (the log) at `$LAKEFS_FUSE_LOG_FILE`
+/// (appended) when set, else at /dev/null too.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors with a valid open descriptor.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") else {
+        return;
+    };
+    let log = std::env::var_os("LAKEFS_FUSE_LOG_FILE")
+        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+    for (fd, target) in [(0, &null), (1, &null), (2, log.as_ref().unwrap_or(&null))] {
+        // SAFETY: dup2 onto a standard descriptor from a valid open descriptor.
+        unsafe { libc::dup2(target.as_raw_fd(), fd) };
     }
 }

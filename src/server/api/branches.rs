@@ -11,6 +11,8 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::commits::commit_json;
+use super::protection::{check_write, BranchWrite};
 use super::refs::diff_json;
 use super::{blocking, committer, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::store::{CommitRequest, ResetKind};
@@ -27,6 +29,10 @@ pub(super) fn routes() -> Router {
             put(hard_reset),
         )
         .route("/repositories/{repository}/branches/{branch}/revert", post(revert))
+        .route(
+            "/repositories/{repository}/branches/{branch}/cherry-pick",
+            post(cherry_pick),
+        )
         .route("/repositories/{repository}/branches/{branch}/diff", get(diff))
 }
 
@@ -50,6 +56,8 @@ struct BranchCreation {
     source: String,
     #[serde(default)]
     hidden: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 /// 201 with the source commit id as the body - plain text, not JSON, exactly as lakeFS answers.
@@ -58,6 +66,7 @@ async fn create(
     Path(repository): Path<String>,
     JsonBody(body): JsonBody<BranchCreation>,
 ) -> ApiResult<Response> {
+    check_write(&state.store, &repository, None, BranchWrite::Unprotected, body.force)?;
     let store = state.store.clone();
     let commit_id = blocking(move || store.create_branch(&repository, &body.name, &body.source, body.hidden)).await?;
     Ok((
@@ -73,7 +82,18 @@ async fn get_branch(Extension(state): AppState, Path((repository, branch)): Path
     Ok(json_status(StatusCode::OK, ref_json(&branch.id, &branch.head)))
 }
 
-async fn delete(Extension(state): AppState, Path((repository, branch)): Path<(String, String)>) -> ApiResult {
+async fn delete(
+    Extension(state): AppState,
+    Path((repository, branch)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.delete_branch(&repository, &branch)).await?;
     Ok(no_content())
@@ -85,6 +105,8 @@ struct ResetCreation {
     kind: String,
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 /// `PUT /branches/{b}`: drop staged changes of one object, a prefix, or all of them.
@@ -93,6 +115,7 @@ async fn reset(
     Path((repository, branch)): Path<(String, String)>,
     JsonBody(body): JsonBody<ResetCreation>,
 ) -> ApiResult {
+    check_write(&state.store, &repository, Some(&branch), BranchWrite::Stage, body.force)?;
     let path = body.path.unwrap_or_default();
     let kind = match body.kind.as_str() {
         "object" if path.is_empty() => return Err(ApiError::bad_request("path is required for reset type object")),
@@ -112,6 +135,13 @@ async fn hard_reset(
     params: Params,
 ) -> ApiResult {
     let target = params.required("ref")?;
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Commit,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.hard_reset_branch(&repository, &branch, &target)).await?;
     Ok(no_content())
@@ -135,6 +165,8 @@ struct RevertCreation {
     commit_overrides: Option<CommitOverrides>,
     #[serde(default)]
     allow_empty: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn revert(
@@ -142,11 +174,17 @@ async fn revert(
     Path((repository, branch)): Path<(String, String)>,
     JsonBody(body): JsonBody<RevertCreation>,
 ) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        body.force,
+    )?;
     let overrides = body.commit_overrides.unwrap_or_default();
     let request = CommitRequest {
-        message: overrides
-            .message
-            .unwrap_or_else(|| format!("Revert {}", body.reference)),
+        // Empty: the store writes lakeFS's "Revert <commit id>".
+        message: overrides.message.unwrap_or_default(),
         metadata: overrides.metadata.unwrap_or_default(),
         date: None,
         allow_empty: body.allow_empty,
@@ -155,6 +193,46 @@ async fn revert(
     let store = state.store.clone();
     blocking(move || store.revert(&repository, &branch, &body.reference, body.parent_number, request)).await?;
     Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct CherryPickCreation {
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    parent_number: Option<u32>,
+    #[serde(default)]
+    commit_overrides: Option<CommitOverrides>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// 201 with the new commit; without overrides it keeps the picked commit's message and metadata.
+async fn cherry_pick(
+    Extension(state): AppState,
+    Path((repository, branch)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CherryPickCreation>,
+) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Unprotected,
+        body.force,
+    )?;
+    let overrides = body.commit_overrides.unwrap_or_default();
+    let request = CommitRequest {
+        message: overrides.message.unwrap_or_default(),
+        metadata: overrides.metadata.unwrap_or_default(),
+        date: None,
+        allow_empty: false,
+        committer: committer(),
+    };
+    let parent_number = body.parent_number.unwrap_or(0);
+    let store = state.store.clone();
+    let commit =
+        blocking(move || store.cherry_pick(&repository, &branch, &body.reference, parent_number, request)).await?;
+    Ok(json_status(StatusCode::CREATED, commit_json(&commit)))
 }
 
 /// The branch's uncommitted changes.

@@ -9,6 +9,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::protection::{check_write, BranchWrite};
 use super::{blocking, committer, json_status, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::hooks::{self, EventType, HookContext, HookError};
 use crate::server::store::{Commit, CommitRequest, LogRequest};
@@ -54,6 +55,8 @@ struct CommitCreation {
     date: Option<i64>,
     #[serde(default)]
     allow_empty: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn commit(
@@ -68,7 +71,15 @@ async fn commit(
             "source_metarange is not supported",
         ));
     }
-    // 404 for a missing repository or branch before any hook runs.
+    // 404 for a missing repository or branch, 403 for a read-only repository or protected branch, before any
+    // hook runs.
+    let repo = check_write(
+        &state.store,
+        &repository,
+        Some(&branch),
+        BranchWrite::Commit,
+        body.force,
+    )?;
     state.store.get_branch(&repository, &branch)?;
     let request = CommitRequest {
         message: body.message,
@@ -87,7 +98,12 @@ async fn commit(
         commit_metadata: request.metadata.clone(),
         merge_source: None,
     };
-    let run = hooks::run_pre_hooks(&state, &context).await?;
+    // Hooks never run in read-only repositories (a forced commit there skips them, as in lakeFS).
+    let run = if repo.read_only {
+        None
+    } else {
+        hooks::run_pre_hooks(&state, &context).await?
+    };
     let store = state.store.clone();
     let repo = repository.clone();
     let result = blocking(move || store.commit(&repo, &branch, request)).await;

@@ -9,7 +9,7 @@
 //!
 //! One file per resource; a handler parses its inputs, calls [`Store`](super::store::Store) and renders lakeFS's
 //! JSON. Every failure is an [`ApiError`], which renders lakeFS's `{"message": ...}` body; the mapping from
-//! [`StoreError`] to HTTP status lives in exactly one place ([`impl From<StoreError> for ApiError`]).
+//! [`StoreError`] to HTTP status lives in exactly one place (`impl From<StoreError> for ApiError`).
 //!
 //! lakeFS validates requests against its OpenAPI spec before a handler runs (required query parameters, `amount`
 //! in -1..=1000, JSON content type and schema); [`Params`] and [`JsonBody`] reproduce the parts clients can
@@ -19,6 +19,7 @@ mod actions;
 mod branches;
 mod commits;
 mod objects;
+mod protection;
 mod refs;
 mod repositories;
 mod session;
@@ -107,6 +108,7 @@ fn router() -> &'static Router {
             .merge(commits::routes())
             .merge(refs::routes())
             .merge(objects::routes())
+            .merge(protection::routes())
             .merge(staging::routes())
             .merge(actions::routes())
             .method_not_allowed_fallback(method_not_allowed);

@@ -15,6 +15,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::protection::{check_write, BranchWrite};
 use super::{blocking, committer, json_status, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
 use crate::server::hooks::{self, EventType, HookContext, HookError};
 use crate::server::store::{
@@ -132,7 +133,14 @@ async fn merge(
         committer: committer(),
     };
 
-    // Destination first (404), then a clean destination (400), then the source commit (404/400).
+    // Destination first (404, 403 read-only), then a clean destination (400), then the source commit (404/400).
+    let record = check_write(
+        &state.store,
+        &repository,
+        Some(&destination),
+        BranchWrite::Unprotected,
+        body.force,
+    )?;
     state.store.get_branch(&repository, &destination)?;
     let store = state.store.clone();
     let (repo, dest) = (repository.clone(), destination.clone());
@@ -162,7 +170,11 @@ async fn merge(
         commit_metadata: request.metadata.clone(),
         merge_source: Some(source.clone()),
     };
-    let prepared = hooks::prepare_pre_hooks(&state, &context).await?;
+    let prepared = if record.read_only {
+        None
+    } else {
+        hooks::prepare_pre_hooks(&state, &context).await?
+    };
     let run = match prepared {
         None => None,
         Some(prepared) => {

@@ -1,25 +1,21 @@
 //! Repositories (lakefs-api.md §4.1).
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::protection::{check_write, BranchWrite};
 use super::{blocking, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
-use crate::server::store::Repository;
+use crate::server::store::{PageRequest, Repository, Store, StoreError, MAX_PAGE};
 
 pub(super) fn routes() -> Router {
     Router::new()
         .route("/repositories", get(list).post(create))
         .route("/repositories/{repository}", get(get_repository).delete(delete))
         .route("/repositories/{repository}/metadata", get(metadata))
-        .route(
-            "/repositories/{repository}/settings/branch_protection",
-            get(branch_protection),
-        )
 }
 
 pub(super) fn repository_json(repo: &Repository) -> Value {
@@ -33,13 +29,39 @@ pub(super) fn repository_json(repo: &Repository) -> Value {
     })
 }
 
+/// `search` keeps repositories whose id contains the string (lakeFS's filter), paging over the matches.
 async fn list(Extension(state): AppState, params: Params) -> ApiResult {
     let page = params.page()?;
+    let search = params.get_or_empty("search");
     let store = state.store.clone();
-    let listed = blocking(move || store.list_repositories(&page)).await?;
-    let last = listed.items.last().map(|r| r.id.clone());
-    let results: Vec<Value> = listed.items.iter().map(repository_json).collect();
-    Ok(paginated(results, listed.has_more, last))
+    let (items, has_more) = blocking(move || {
+        if search.is_empty() {
+            let listed = store.list_repositories(&page)?;
+            return Ok((listed.items, listed.has_more));
+        }
+        let wanted = page.amount;
+        let mut scan = PageRequest {
+            amount: MAX_PAGE,
+            ..page
+        };
+        let mut matches = Vec::new();
+        loop {
+            let listed = store.list_repositories(&scan)?;
+            matches.extend(listed.items.iter().filter(|r| r.id.contains(search.as_str())).cloned());
+            if matches.len() > wanted {
+                matches.truncate(wanted);
+                return Ok((matches, true));
+            }
+            match listed.items.last() {
+                Some(last) if listed.has_more => scan.after = last.id.clone(),
+                _ => return Ok((matches, false)),
+            }
+        }
+    })
+    .await?;
+    let last = items.last().map(|r| r.id.clone());
+    let results: Vec<Value> = items.iter().map(repository_json).collect();
+    Ok(paginated(results, has_more, last))
 }
 
 #[derive(Deserialize)]
@@ -52,7 +74,6 @@ struct RepositoryCreation {
     #[allow(dead_code)]
     sample_data: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     read_only: bool,
 }
 
@@ -82,6 +103,31 @@ fn validate_namespace(namespace: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The repository already using `namespace`, if any: lakeFS refuses to share a namespace (it would find its own
+/// `_lakefs/` data there).
+fn namespace_owner(store: &Store, namespace: &str) -> Result<Option<String>, StoreError> {
+    let wanted = namespace.trim_end_matches('/');
+    let mut page = PageRequest {
+        prefix: String::new(),
+        after: String::new(),
+        amount: MAX_PAGE,
+    };
+    loop {
+        let listed = store.list_repositories(&page)?;
+        if let Some(repo) = listed
+            .items
+            .iter()
+            .find(|r| r.storage_namespace.trim_end_matches('/') == wanted)
+        {
+            return Ok(Some(repo.id.clone()));
+        }
+        match listed.items.last() {
+            Some(last) if listed.has_more => page.after = last.id.clone(),
+            _ => return Ok(None),
+        }
+    }
+}
+
 async fn create(Extension(state): AppState, JsonBody(body): JsonBody<RepositoryCreation>) -> ApiResult {
     validate_namespace(&body.storage_namespace)?;
     let default_branch = body
@@ -89,15 +135,30 @@ async fn create(Extension(state): AppState, JsonBody(body): JsonBody<RepositoryC
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| "main".to_string());
     let store = state.store.clone();
-    let repo = blocking(move || store.create_repository(&body.name, &body.storage_namespace, &default_branch))
-        .await
-        .map_err(|e| {
-            if e.status == StatusCode::CONFLICT {
-                e.context("error creating repository")
-            } else {
-                e
+    let read_only = body.read_only;
+    let repo = blocking(move || {
+        if let Some(owner) = namespace_owner(&store, &body.storage_namespace)? {
+            if owner != body.name {
+                return Err(StoreError::InvalidArgument(format!(
+                    "failed to create repository: storage namespace {} already in use",
+                    body.storage_namespace
+                )));
             }
-        })?;
+        }
+        let repo = store.create_repository(&body.name, &body.storage_namespace, &default_branch)?;
+        if read_only {
+            return store.set_repository_read_only(&repo.id, true);
+        }
+        Ok(repo)
+    })
+    .await
+    .map_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            e.context("error creating repository")
+        } else {
+            e
+        }
+    })?;
     Ok(json_status(StatusCode::CREATED, repository_json(&repo)))
 }
 
@@ -106,7 +167,14 @@ async fn get_repository(Extension(state): AppState, Path(repository): Path<Strin
     Ok(json_status(StatusCode::OK, repository_json(&repo)))
 }
 
-async fn delete(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult {
+async fn delete(Extension(state): AppState, Path(repository): Path<String>, params: Params) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        None,
+        BranchWrite::Unprotected,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.delete_repository(&repository)).await?;
     Ok(no_content())
@@ -115,14 +183,4 @@ async fn delete(Extension(state): AppState, Path(repository): Path<String>) -> A
 async fn metadata(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult {
     state.store.get_repository(&repository)?;
     Ok(json_status(StatusCode::OK, json!({})))
-}
-
-/// Branch protection is not supported: no rules, and clients that read them see none.
-async fn branch_protection(Extension(state): AppState, Path(repository): Path<String>) -> ApiResult<Response> {
-    state.store.get_repository(&repository)?;
-    let mut response = json_status(StatusCode::OK, json!([]));
-    response
-        .headers_mut()
-        .insert(header::ETAG, header::HeaderValue::from_static("\"\""));
-    Ok(response.into_response())
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::branches::ref_json;
+use super::protection::{check_write, BranchWrite};
 use super::{blocking, json_status, no_content, paginated, ApiResult, AppState, JsonBody, Params};
 
 pub(super) fn routes() -> Router {
@@ -30,6 +31,8 @@ struct TagCreation {
     id: String,
     #[serde(rename = "ref")]
     reference: String,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn create(
@@ -37,6 +40,7 @@ async fn create(
     Path(repository): Path<String>,
     JsonBody(body): JsonBody<TagCreation>,
 ) -> ApiResult {
+    check_write(&state.store, &repository, None, BranchWrite::Unprotected, body.force)?;
     let store = state.store.clone();
     let tag = blocking(move || store.create_tag(&repository, &body.id, &body.reference)).await?;
     Ok(json_status(StatusCode::CREATED, ref_json(&tag.id, &tag.commit_id)))
@@ -47,7 +51,18 @@ async fn get_tag(Extension(state): AppState, Path((repository, tag)): Path<(Stri
     Ok(json_status(StatusCode::OK, ref_json(&tag.id, &tag.commit_id)))
 }
 
-async fn delete(Extension(state): AppState, Path((repository, tag)): Path<(String, String)>) -> ApiResult {
+async fn delete(
+    Extension(state): AppState,
+    Path((repository, tag)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult {
+    check_write(
+        &state.store,
+        &repository,
+        None,
+        BranchWrite::Unprotected,
+        params.bool("force", false)?,
+    )?;
     let store = state.store.clone();
     blocking(move || store.delete_tag(&repository, &tag)).await?;
     Ok(no_content())

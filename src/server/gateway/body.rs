@@ -2,7 +2,8 @@
 //!
 //! A body reaches storage as a stream, never whole. What was promised about it is checked after the bytes went
 //! through: the signed `x-amz-content-sha256` (the blob id *is* the SHA-256, so the store's [`BlobInfo`] answers
-//! it), `Content-MD5` (→ `BadDigest`), and a SHA-256 checksum header or trailer. A failed check leaves the blob
+//! it), `Content-MD5` (→ `BadDigest`), and a flexible checksum header or trailer ([`super::checksum`]: CRC32,
+//! CRC32C and SHA-1 computed while streaming, SHA-256 compared with the blob id). A failed check leaves the blob
 //! unreferenced, so nothing becomes visible. Stream failures (client hung up, malformed chunk, bad chunk signature)
 //! are recorded in a shared [`BodyReport`] as the precise S3 error, because by the time the store reports a failed
 //! write the error has become a plain `io::Error`.
@@ -18,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
+use super::checksum::{Algorithm, Checksummer};
 use super::chunked::{self, ByteStream, ChunkMode};
 use super::error::{S3Error, S3ErrorCode, S3Result};
 use super::sigv4::Payload;
@@ -65,6 +67,9 @@ pub struct BodyCheck {
     expected_sha256: Option<String>,
     expected_md5: Option<Vec<u8>>,
     checksum_sha256_header: Option<String>,
+    /// A streamed checksum and the header value claiming it (`None`: the claim comes as a trailer).
+    streamed_checksum: Option<(Checksummer, Option<String>)>,
+    announces_sha256_trailer: bool,
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -113,7 +118,31 @@ pub fn request_body(body: Body, headers: &HeaderMap, payload: &Payload) -> S3Res
             None,
         ),
     };
+    // A flexible checksum in a header, or announced as a trailer, is computed as the bytes pass.
+    let claimed_in_header = headers.iter().find_map(|(name, value)| {
+        Algorithm::from_header_name(name.as_str()).map(|a| (a, Some(String::from_utf8_lossy(value.as_bytes()).into())))
+    });
+    let announced_trailer = header_str(headers, "x-amz-trailer")
+        .and_then(|names| names.split(',').find_map(Algorithm::from_header_name))
+        .map(|a| (a, None));
+    let streamed_checksum = claimed_in_header
+        .or(announced_trailer)
+        .map(|(algorithm, claim)| (Checksummer::new(algorithm), claim));
+    let stream = match &streamed_checksum {
+        Some((checksummer, _)) => {
+            let checksummer = checksummer.clone();
+            Box::pin(stream.inspect_ok(move |bytes| checksummer.update(bytes))) as ByteStream
+        }
+        None => stream,
+    };
+    let announces_sha256_trailer = header_str(headers, "x-amz-trailer").is_some_and(|names| {
+        names
+            .split(',')
+            .any(|n| n.trim().eq_ignore_ascii_case("x-amz-checksum-sha256"))
+    });
     let check = BodyCheck {
+        announces_sha256_trailer,
+        streamed_checksum,
         report,
         expected_sha256,
         expected_md5,
@@ -123,6 +152,11 @@ pub fn request_body(body: Body, headers: &HeaderMap, payload: &Payload) -> S3Res
 }
 
 impl BodyCheck {
+    /// True when the body's SHA-256 must be known to verify it (a signed payload hash or a SHA-256 checksum).
+    pub fn needs_sha256(&self) -> bool {
+        self.expected_sha256.is_some() || self.checksum_sha256_header.is_some() || self.announces_sha256_trailer
+    }
+
     /// The body's own failure, if it had one.
     pub fn body_error(&self) -> Option<S3Error> {
         self.report.error()
@@ -154,6 +188,28 @@ impl BodyCheck {
         if let Some(expected) = &self.expected_md5 {
             if hex::encode(expected) != md5_hex {
                 return Err(S3Error::new(S3ErrorCode::BadDigest));
+            }
+        }
+        if let Some((checksummer, header_claim)) = &self.streamed_checksum {
+            let algorithm = checksummer.algorithm();
+            let claim = header_claim.clone().or_else(|| {
+                let trailers = self.report.trailers();
+                trailers
+                    .into_iter()
+                    .find(|(name, _)| name == algorithm.header_name())
+                    .map(|(_, v)| v)
+            });
+            // A trailer that was announced but never sent leaves nothing to compare.
+            if let Some(claim) = claim {
+                if claim.trim() != checksummer.base64() {
+                    return Err(S3Error::with_message(
+                        S3ErrorCode::BadDigest,
+                        format!(
+                            "The {} you specified did not match the calculated checksum.",
+                            algorithm.display_name()
+                        ),
+                    ));
+                }
             }
         }
         let trailer_sha256 = self

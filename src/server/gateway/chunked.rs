@@ -422,6 +422,56 @@ mod tests {
         assert_eq!(report.error().unwrap().code, S3ErrorCode::SignatureDoesNotMatch);
     }
 
+    fn run_blocking(stream: ByteStream) -> Result<Vec<u8>, io::Error> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(collect(stream))
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the decoder; they decode or fail with a recorded S3 error.
+        #[test]
+        fn garbage_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..600), split in 0usize..600) {
+            let split = split.min(body.len());
+            let pieces = vec![Ok(Bytes::copy_from_slice(&body[..split])), Ok(Bytes::copy_from_slice(&body[split..]))];
+            let report = BodyReport::default();
+            let result = run_blocking(decode(
+                Box::pin(futures::stream::iter(pieces)),
+                ChunkMode::UnsignedTrailer,
+                None,
+                report.clone(),
+            ));
+            if result.is_err() {
+                proptest::prop_assert!(report.error().is_some());
+            }
+        }
+
+        /// Any chunking of any data, delivered in any pieces, decodes to the data.
+        #[test]
+        fn valid_bodies_round_trip(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+            chunk in 1usize..700,
+            piece in 1usize..500,
+        ) {
+            let mut body = Vec::new();
+            for c in data.chunks(chunk) {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            let pieces: Vec<Result<Bytes, io::Error>> = body.chunks(piece).map(|p| Ok(Bytes::copy_from_slice(p))).collect();
+            let decoded = run_blocking(decode(
+                Box::pin(futures::stream::iter(pieces)),
+                ChunkMode::UnsignedTrailer,
+                Some(data.len() as u64),
+                BodyReport::default(),
+            ));
+            proptest::prop_assert_eq!(decoded.unwrap(), data);
+        }
+    }
+
     #[tokio::test]
     async fn overlong_header_line_fails() {
         let long: &'static [u8] = Box::leak(vec![b'1'; MAX_LINE + 10].into_boxed_slice());

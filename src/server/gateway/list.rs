@@ -16,9 +16,10 @@ use super::xml::{format_timestamp, XmlWriter};
 use super::{etag, xml_response, Ctx};
 use crate::server::store::{ListEntry, PageRequest, StoreError, MAX_PAGE};
 
+/// One page of results; S3 keys are `ref_prefix` + the store path.
 struct Listing {
-    /// (full key, entry) in order.
     entries: Vec<ListEntry>,
+    /// `<ref>/` for object listings, empty for the branch listing.
     ref_prefix: String,
     has_more: bool,
 }

@@ -1,16 +1,22 @@
 //! S3 gateway (lakefs-api.md §7): bucket = repository, first key segment = ref, the rest = object path.
 //!
-//! Request flow: [`router`] decides whether a request is S3 and what it names, [`sigv4`] authenticates it,
-//! [`router::select_operation`] picks the operation, and one module per operation family talks to the store
-//! ([`bucket`], [`list`], [`object`], [`multipart`]). Bodies are streams from start to end ([`body`],
-//! [`chunked`]); whatever fails becomes an [`error::S3Error`], rendered as XML in exactly one place. Every
-//! response carries `X-Amz-Request-Id`.
+//! Request flow: [`router`] decides whether a request is S3 and what it names, [`sigv4`] (or [`sigv2`], or HTTP
+//! Basic) authenticates it, [`router::select_operation`] picks the operation, and one module per operation family
+//! talks to the store ([`bucket`], [`list`], [`object`], [`multipart`]). Bodies are streams from start to end
+//! ([`body`], [`chunked`], [`checksum`]): nothing is buffered whole, and every promise about a body (payload
+//! hash, Content-MD5, flexible checksum, chunk signatures, length) is checked before the object becomes visible.
+//! Whatever fails becomes an [`error::S3Error`], rendered as XML in exactly one place. Every response carries
+//! `X-Amz-Request-Id`.
+//!
+//! Keys are opaque strings end to end: they name entries in the store, never files; the only paths built from
+//! request input are multipart upload directories, whose ids are validated as 64 hex characters first.
 //!
 //! The store's metadata calls are synchronous (redb), so handlers run them on the blocking pool
 //! ([`Ctx::blocking`]).
 
 mod body;
 mod bucket;
+mod checksum;
 mod chunked;
 mod error;
 mod list;
@@ -37,13 +43,8 @@ use super::ServerState;
 
 /// True when lakeFS would route this request to the S3 gateway (lakefs-api.md §1.1).
 pub fn is_gateway_request(state: &ServerState, request: &Request) -> bool {
-    if !matches!(
-        match_request_host(state, request.headers(), request.uri()),
-        HostMatch::Other
-    ) {
-        return true;
-    }
-    router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
+    let by_host = match_request_host(state, request.headers(), request.uri()) != HostMatch::Other;
+    by_host || router::is_signed(request.headers(), request.uri().query().unwrap_or(""))
 }
 
 fn match_request_host(state: &ServerState, headers: &HeaderMap, uri: &Uri) -> HostMatch {

@@ -1,9 +1,10 @@
 //! Multipart uploads: Create, UploadPart, UploadPartCopy, Complete, Abort, ListParts, ListMultipartUploads.
 //!
 //! An upload lives in `store.multipart_dir()/<upload id>/`: `upload.json` (repository, branch, path, content
-//! type, metadata, start time) and, per part, `part-NNNNN` (data) plus `part-NNNNN.json` (MD5, size, time). Every
-//! file is written to a temporary name, fsynced and renamed, so a crash leaves either the old or the new part
-//! and a retried UploadPart simply replaces it. Upload ids are 32 random bytes in hex: unguessable, and checked
+//! type, metadata, start time) and, per part, `part-NNNNN.json` (MD5, size, time, data file name) naming its data
+//! file `part-NNNNN-<random>.data`. Every file is written to a temporary name, fsynced and renamed, the data
+//! before the record, so a crash leaves either the old or the new part and a retried UploadPart simply replaces
+//! it. Upload ids are 32 random bytes in hex: unguessable, and checked
 //! to be exactly that before they ever become a path component.
 //!
 //! Complete streams the listed parts in order into `Store::write_blob` (no part is read whole), then stages one
@@ -53,6 +54,9 @@ struct PartRecord {
     md5: String,
     size: u64,
     last_modified: i64,
+    /// Name of the data file in the upload directory. Each upload of a part gets a fresh one, so a record always
+    /// describes exactly its own bytes even when the same part number is uploaded twice concurrently.
+    data_file: String,
 }
 
 fn new_upload_id() -> String {
@@ -67,8 +71,18 @@ fn no_such_upload() -> S3Error {
     S3Error::new(S3ErrorCode::NoSuchUpload)
 }
 
-fn part_file_name(part_number: u32) -> String {
-    format!("part-{part_number:05}")
+fn part_record_name(part_number: u32) -> String {
+    format!("part-{part_number:05}.json")
+}
+
+/// A part's data file name is ours, but records are read back from disk: accept only the shape we write.
+fn valid_data_file(name: &str) -> bool {
+    name.starts_with("part-")
+        && name.ends_with(".data")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.contains("..")
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
@@ -127,6 +141,9 @@ async fn read_parts(dir: &Path) -> S3Result<BTreeMap<u32, PartRecord>> {
             Err(e) => return Err(S3Error::internal(e)),
         };
         let part: PartRecord = serde_json::from_slice(&bytes).map_err(S3Error::internal)?;
+        if !valid_data_file(&part.data_file) {
+            return Err(S3Error::internal(format!("corrupt part record {name}")));
+        }
         parts.insert(part.part_number, part);
     }
     Ok(parts)
@@ -178,20 +195,20 @@ struct WrittenPart {
     temp: PathBuf,
 }
 
-/// Streams `data` into a temporary part file, hashing as it goes.
-async fn write_part(upload: &Upload, number: u32, mut data: ByteStream) -> S3Result<WrittenPart> {
-    let temp = upload.dir.join(format!(
-        "{}.tmp-{}",
-        part_file_name(number),
-        hex::encode(rand::random::<[u8; 8]>())
-    ));
+/// Streams `data` into a temporary part file, hashing as it goes (SHA-256 only when something must be checked
+/// against it: parts are not content-addressed, so it is otherwise wasted work).
+async fn write_part(upload: &Upload, number: u32, mut data: ByteStream, with_sha256: bool) -> S3Result<WrittenPart> {
+    let stem = format!("part-{number:05}-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let temp = upload.dir.join(format!("{stem}.tmp"));
     let result: S3Result<(PartRecord, String)> = async {
         let mut file = tokio::fs::File::create(&temp).await.map_err(S3Error::internal)?;
-        let (mut md5, mut sha256, mut size) = (Md5::new(), Sha256::new(), 0u64);
+        let (mut md5, mut sha256, mut size) = (Md5::new(), with_sha256.then(Sha256::new), 0u64);
         while let Some(piece) = data.next().await {
             let piece = piece.map_err(|_| S3Error::new(S3ErrorCode::IncompleteBody))?;
             md5.update(&piece);
-            sha256.update(&piece);
+            if let Some(sha256) = &mut sha256 {
+                sha256.update(&piece);
+            }
             size += piece.len() as u64;
             file.write_all(&piece).await.map_err(S3Error::internal)?;
         }
@@ -201,8 +218,9 @@ async fn write_part(upload: &Upload, number: u32, mut data: ByteStream) -> S3Res
             md5: hex::encode(md5.finalize()),
             size,
             last_modified: unix_now(),
+            data_file: format!("{stem}.data"),
         };
-        Ok((record, hex::encode(sha256.finalize())))
+        Ok((record, sha256.map(|h| hex::encode(h.finalize())).unwrap_or_default()))
     }
     .await;
     match result {
@@ -214,23 +232,30 @@ async fn write_part(upload: &Upload, number: u32, mut data: ByteStream) -> S3Res
     }
 }
 
-/// Makes a verified part visible: data file first, then its record.
+/// Makes a verified part visible: its data file first, then the record pointing at it. A data file the record
+/// replaced is removed; one lost to a concurrent upload of the same part goes with the upload directory.
 async fn commit_part(upload: &Upload, part: &WrittenPart) -> S3Result<()> {
-    let number = part.record.part_number;
-    tokio::fs::rename(&part.temp, upload.dir.join(part_file_name(number)))
+    let record_path = upload.dir.join(part_record_name(part.record.part_number));
+    let previous: Option<PartRecord> = tokio::fs::read(&record_path)
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    tokio::fs::rename(&part.temp, upload.dir.join(&part.record.data_file))
         .await
         .map_err(S3Error::internal)?;
     let json = serde_json::to_vec(&part.record).map_err(S3Error::internal)?;
-    write_atomically(&upload.dir.join(format!("{}.json", part_file_name(number))), &json)
-        .await
-        .map_err(S3Error::internal)
+    write_atomically(&record_path, &json).await.map_err(S3Error::internal)?;
+    if let Some(previous) = previous.filter(|p| valid_data_file(&p.data_file) && p.data_file != part.record.data_file) {
+        let _ = tokio::fs::remove_file(upload.dir.join(previous.data_file)).await;
+    }
+    Ok(())
 }
 
 pub async fn upload_part(ctx: &Ctx, body: Body) -> S3Result<Response> {
     let number = part_number(ctx)?;
     let upload = load_upload(ctx).await?;
     let (stream, check) = request_body(body, &ctx.headers, &ctx.payload)?;
-    let part = write_part(&upload, number, stream)
+    let part = write_part(&upload, number, stream, check.needs_sha256())
         .await
         .map_err(|e| check.body_error().unwrap_or(e))?;
     if let Err(e) = check.verify(&part.sha256, &part.record.md5) {
@@ -265,7 +290,7 @@ pub async fn upload_part_copy(ctx: &Ctx) -> S3Result<Response> {
         })?;
     file.seek(SeekFrom::Start(start)).await.map_err(S3Error::internal)?;
     let stream: ByteStream = Box::pin(tokio_util::io::ReaderStream::new(file.take(length)));
-    let part = write_part(&upload, number, stream).await?;
+    let part = write_part(&upload, number, stream, false).await?;
     commit_part(&upload, &part).await?;
     let mut xml = XmlWriter::new();
     xml.root("CopyPartResult");
@@ -311,10 +336,7 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
     let checksum = multipart_checksum(&md5s)?;
     let expected_size: u64 = chosen.iter().map(|p| p.size).sum();
 
-    let paths: Vec<PathBuf> = chosen
-        .iter()
-        .map(|p| upload.dir.join(part_file_name(p.part_number)))
-        .collect();
+    let paths: Vec<PathBuf> = chosen.iter().map(|p| upload.dir.join(&p.data_file)).collect();
     let data: ByteStream = Box::pin(
         futures::stream::iter(paths)
             .then(|path| async move { tokio::fs::File::open(path).await })

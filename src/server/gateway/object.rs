@@ -603,6 +603,23 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=99999999999999999999999-"), 10), Full);
     }
 
+    proptest::proptest! {
+        /// Whatever the header says, a partial range lies inside the object.
+        #[test]
+        fn ranges_stay_inside_the_object(header in "\\PC{0,30}", a in 0u64..1000, b in 0u64..1000, size in 0u64..500) {
+            for value in [header, format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}")] {
+                if let ByteRange::Partial { start, end } = parse_range(Some(&value), size) {
+                    proptest::prop_assert!(start <= end && end < size, "{value} {size}");
+                }
+            }
+        }
+
+        #[test]
+        fn copy_source_never_panics(value in "\\PC{0,60}") {
+            let _ = parse_copy_source(&value);
+        }
+    }
+
     #[test]
     fn metadata_round_trip() {
         let mut headers = HeaderMap::new();

@@ -315,6 +315,19 @@ mod tests {
         assert_eq!((t.bucket.as_deref(), t.reference), (Some("repo"), None));
     }
 
+    proptest::proptest! {
+        /// Any path and host parse without panicking; a parsed key always sits under a bucket and a ref.
+        #[test]
+        fn arbitrary_paths_and_hosts(path in "/\\PC{0,80}", host in "\\PC{0,40}") {
+            let _ = match_host(Some(&host), &domains());
+            if let Ok(target) = parse_target(&path, None) {
+                if target.path.is_some() {
+                    proptest::prop_assert!(target.bucket.is_some() && target.reference.is_some());
+                }
+            }
+        }
+    }
+
     #[test]
     fn operation_selection() {
         let h = HeaderMap::new();

@@ -214,10 +214,11 @@ pub fn verify(
         if auth.starts_with(ALGORITHM) {
             return verify_header_form(credentials, method, uri, headers, auth, now).map(Some);
         }
-        if auth.starts_with("AWS ") {
+        if auth.starts_with("AWS4") || auth.starts_with("AWS ") {
+            // SigV4a and friends; V2 is verified by the caller before this function is reached.
             return Err(S3Error::with_message(
                 S3ErrorCode::AccessDenied,
-                "signature version 2 is not supported",
+                "unsupported signature algorithm",
             ));
         }
         if let Some(basic) = auth.strip_prefix("Basic ") {

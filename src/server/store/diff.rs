@@ -275,6 +275,21 @@ impl Store {
         };
         let prefix = page.prefix.as_bytes();
         match kind {
+            DiffKind::TwoDot if left_source.tree_id == right_source.tree_id => {
+                // Same tree: only the right side's staged changes (if any) can differ; no tree walk needed.
+                let Some((_, branch)) = &right_source.staging else {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                };
+                let mut source = StagedDiff {
+                    staging: SortedCursor::new(&staging, meta::key_prefix(&[repo, branch]), prefix),
+                    trees: &trees,
+                    head_tree: right_source.tree_id.clone(),
+                };
+                paginate_diff(&mut source, page, delimiter)
+            }
             DiffKind::TwoDot => {
                 let mut source = TwoWay {
                     left: ViewCursor::new(&trees, &staging, &left_source, prefix)?,

@@ -9,6 +9,10 @@
 //! the other side is walked newest-generation first and the first marked commit wins. Merge and revert build the
 //! result tree and write the commit and the branch move in one redb write transaction; a conflict without a
 //! strategy returns before anything is written.
+//!
+//! Merge, revert, cherry-pick and hard reset require a clean branch. Staged entries identical to the head (and
+//! tombstones of absent paths) do not make a branch dirty, but they are dropped when the head moves: over the new
+//! head they would no longer be no-ops.
 
 use std::collections::{BinaryHeap, HashSet};
 
@@ -114,6 +118,13 @@ fn three_way_merge(
     tree::store_tree(trees, &records)
 }
 
+/// Which way [`Store::replay_impl`] applies a commit's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replay {
+    Revert,
+    CherryPick,
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct ByGeneration(i64, String);
 
@@ -185,7 +196,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let dest_record = require_branch(&branches, repo, destination)?;
             let (source_commit, dest_head, base_tree) = {
                 let tags = txn.open_table(TAGS)?;
@@ -206,6 +217,8 @@ impl Store {
             if !dirty.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, destination]))?;
             let tree_id = three_way_merge(
                 &mut trees,
                 &staging,
@@ -306,21 +319,29 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn revert_impl(
+    /// Revert (apply the inverse of a commit's change) or cherry-pick (apply the change) onto `branch`: a
+    /// three-way merge between the commit and its parent number `parent_number` (0 = the only parent), with the
+    /// branch head as destination and no conflict strategy.
+    pub(super) fn replay_impl(
         &self,
         repo: &str,
         branch: &str,
         ref_expr: &str,
         parent_number: u32,
         request: CommitRequest,
+        replay: Replay,
     ) -> Result<Commit, StoreError> {
+        let operation = match replay {
+            Replay::Revert => "revert",
+            Replay::CherryPick => "cherry-pick",
+        };
         let txn = self.db().begin_write()?;
         let commit = {
             require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
             let mut branches = txn.open_table(BRANCHES)?;
             let mut commits = txn.open_table(COMMITS)?;
             let mut trees = txn.open_table(TREES)?;
-            let staging = txn.open_table(STAGING)?;
+            let mut staging = txn.open_table(STAGING)?;
             let record = require_branch(&branches, repo, branch)?;
             let (reverted, parent_tree, head) = {
                 let tags = txn.open_table(TAGS)?;
@@ -333,13 +354,17 @@ impl Store {
                 let parent_index = match (reverted.parents.len(), parent_number) {
                     (n, 0) if n > 1 => {
                         return Err(StoreError::NameConflict(format!(
-                            "revert {}: a merge commit needs a parent number",
+                            "{operation} {}: a merge commit needs a parent number",
                             reverted.id
                         )))
                     }
                     (_, 0) => 0,
                     (n, p) if (p as usize) <= n => p as usize - 1,
-                    (_, p) => return Err(StoreError::InvalidArgument(format!("revert: no parent number {p}"))),
+                    (_, p) => {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "{operation}: no parent number {p}"
+                        )))
+                    }
                 };
                 let parent_tree = match reverted.parents.get(parent_index) {
                     Some(id) => tables.require_commit(repo, id)?.meta_range_id,
@@ -351,21 +376,31 @@ impl Store {
             if !commits::staged_changes(&trees, &staging, repo, branch, &head.meta_range_id, true)?.is_empty() {
                 return Err(StoreError::DirtyBranch);
             }
+            // Leftovers identical to the old head would show through over the new one: drop them.
+            meta::remove_prefix(&mut staging, &meta::key_prefix(&[repo, branch]))?;
+            let (base, source) = match replay {
+                Replay::Revert => (&reverted.meta_range_id, &parent_tree),
+                Replay::CherryPick => (&parent_tree, &reverted.meta_range_id),
+            };
             let tree_id = three_way_merge(
                 &mut trees,
                 &staging,
-                &reverted.meta_range_id,
-                &parent_tree,
+                base,
+                source,
                 &head.meta_range_id,
                 MergeStrategy::Default,
             )?;
             if tree_id == head.meta_range_id && !request.allow_empty {
                 return Err(StoreError::NoChanges);
             }
-            let message = if request.message.is_empty() {
-                format!("Revert {}", reverted.id)
-            } else {
-                request.message
+            let message = match replay {
+                _ if !request.message.is_empty() => request.message,
+                Replay::Revert => format!("Revert {}", reverted.id),
+                Replay::CherryPick => reverted.message,
+            };
+            let metadata = match replay {
+                Replay::CherryPick if request.metadata.is_empty() => reverted.metadata,
+                _ => request.metadata,
             };
             let commit = new_commit(CommitDraft {
                 parents: vec![head.id.clone()],
@@ -373,7 +408,7 @@ impl Store {
                 message,
                 creation_date: request.date.unwrap_or_else(super::now),
                 meta_range_id: tree_id,
-                metadata: request.metadata,
+                metadata,
                 generation: head.generation + 1,
             })?;
             commits::store_commit_and_move(&mut commits, &mut branches, repo, branch, record.hidden, &commit)?;

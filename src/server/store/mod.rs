@@ -367,6 +367,9 @@ struct Inner {
     db: redb::Database,
 }
 
+/// Upper bound of redb's page cache (its default is 1 GiB, too much for a server that tests start by the dozen).
+const META_CACHE_BYTES: usize = 256 << 20;
+
 /// Current time in unix seconds.
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -388,7 +391,9 @@ impl Store {
             std::fs::create_dir_all(data_dir.join(dir))?;
         }
         blobs::sweep_tmp(data_dir)?;
-        let db = redb::Database::create(data_dir.join("meta.redb"))?;
+        let db = redb::Builder::new()
+            .set_cache_size(META_CACHE_BYTES)
+            .create(data_dir.join("meta.redb"))?;
         let txn = db.begin_write()?;
         for table in meta::ALL_TABLES {
             txn.open_table(table)?;
@@ -502,7 +507,28 @@ impl Store {
         parent_number: u32,
         request: CommitRequest,
     ) -> Result<Commit, StoreError> {
-        self.revert_impl(repo, branch, ref_expr, parent_number, request)
+        self.replay_impl(repo, branch, ref_expr, parent_number, request, merge::Replay::Revert)
+    }
+
+    /// Applies `ref_expr`'s changes (relative to parent `parent_number`, 0 for a non-merge commit) to `branch` as a
+    /// new commit, keeping the picked commit's message and metadata unless `request` overrides them; refuses a
+    /// dirty branch; conflicts fail with `MergeConflict`.
+    pub fn cherry_pick(
+        &self,
+        repo: &str,
+        branch: &str,
+        ref_expr: &str,
+        parent_number: u32,
+        request: CommitRequest,
+    ) -> Result<Commit, StoreError> {
+        self.replay_impl(
+            repo,
+            branch,
+            ref_expr,
+            parent_number,
+            request,
+            merge::Replay::CherryPick,
+        )
     }
 
     pub fn create_tag(&self, repo: &str, id: &str, ref_expr: &str) -> Result<Tag, StoreError> {

@@ -271,7 +271,10 @@ impl<T: Kv> RefTables<'_, T> {
                     let parent = parent.clone();
                     commit = self.require_commit(repo, &parent)?;
                 }
-                Modifier::Head | Modifier::Staging => unreachable!("rejected by parse_ref unless sole modifier"),
+                // parse_ref allows these only as the sole modifier, which is handled above.
+                Modifier::Head | Modifier::Staging => {
+                    return Err(StoreError::InvalidRef(format!("invalid ref: '{expr}'")))
+                }
             }
         }
         Ok(Resolved {

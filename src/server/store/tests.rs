@@ -485,3 +485,201 @@ fn settings_and_read_only_flag_persist_per_repository() {
         Err(StoreError::RepositoryNotFound)
     ));
 }
+
+#[test]
+fn open_sweeps_stale_temp_files_but_keeps_multipart_state() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("tmp").join("dead.part"), b"half a body").unwrap();
+    std::fs::write(dir.path().join("multipart").join("upload-1"), b"part").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(store.multipart_dir().join("upload-1").exists());
+}
+
+#[test]
+fn log_filters_by_path_date_and_stop_point() {
+    let (_dir, store) = setup();
+    let at = |date: i64, path: &str, content: &str| {
+        store.put_object("repo", "main", path, entry(content), false).unwrap();
+        let request = CommitRequest {
+            message: path.to_string(),
+            date: Some(date),
+            ..Default::default()
+        };
+        store.commit("repo", "main", request).unwrap().id
+    };
+    let c1 = at(1_000, "data/a", "1");
+    let c2 = at(2_000, "other", "2");
+    let c3 = at(3_000, "data/b", "3");
+    let c4 = at(4_000, "data/a", "4");
+    let ids = |request: LogRequest| -> Vec<String> {
+        store
+            .log("repo", "main", &request)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    let all = ids(LogRequest {
+        amount: 100,
+        ..Default::default()
+    });
+    assert_eq!(all.len(), 5);
+    assert_eq!(&all[..4], &[c4.clone(), c3.clone(), c2.clone(), c1.clone()]);
+    let prefix = LogRequest {
+        amount: 100,
+        prefixes: vec!["data/".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(prefix), vec![c4.clone(), c3.clone(), c1.clone()]);
+    let object = LogRequest {
+        amount: 100,
+        objects: vec!["data/a".into()],
+        ..Default::default()
+    };
+    assert_eq!(ids(object), vec![c4.clone(), c1.clone()]);
+    let limited = LogRequest {
+        amount: 1,
+        objects: vec!["data/a".into()],
+        limit: true,
+        ..Default::default()
+    };
+    let page = store.log("repo", "main", &limited).unwrap();
+    assert_eq!((page.items.len(), page.has_more), (1, false));
+    let since = LogRequest {
+        amount: 100,
+        since: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(ids(since), vec![c4.clone(), c3.clone(), c2.clone()]);
+    let stop = LogRequest {
+        amount: 100,
+        stop_at: Some(c3.clone()),
+        ..Default::default()
+    };
+    assert_eq!(ids(stop), vec![c4.clone(), c3.clone()]);
+    let after = LogRequest {
+        amount: 100,
+        after: c2.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(after).len(), 2, "c1 and the initial commit follow c2");
+}
+
+#[test]
+fn reverting_a_merge_commit_needs_a_parent_number() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "feature", entry("f"), false).unwrap();
+    commit(&store, "dev", "feature");
+    let merge = store.merge("repo", "dev", "main", MergeRequest::default()).unwrap();
+    let no_parent = store.revert("repo", "main", &merge.id, 0, CommitRequest::default());
+    assert!(matches!(no_parent, Err(StoreError::NameConflict(_))), "{no_parent:?}");
+    let bad_parent = store.revert("repo", "main", &merge.id, 3, CommitRequest::default());
+    assert!(
+        matches!(bad_parent, Err(StoreError::InvalidArgument(_))),
+        "{bad_parent:?}"
+    );
+    let reverted = store
+        .revert("repo", "main", &merge.id, 1, CommitRequest::default())
+        .unwrap();
+    assert_eq!(reverted.parents, vec![merge.id.clone()]);
+    assert!(matches!(
+        store.stat_object("repo", "main", "feature"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store.stat_object("repo", "main", "base").is_ok());
+}
+
+#[test]
+fn cherry_pick_applies_one_commit_elsewhere() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "base", entry("b"), false).unwrap();
+    commit(&store, "main", "base");
+    store.create_branch("repo", "dev", "main", false).unwrap();
+    store.put_object("repo", "dev", "first", entry("1"), false).unwrap();
+    commit(&store, "dev", "first");
+    store.put_object("repo", "dev", "second", entry("2"), false).unwrap();
+    let mut request = CommitRequest {
+        message: "second".into(),
+        ..Default::default()
+    };
+    request.metadata.insert("k".into(), "v".into());
+    let second = store.commit("repo", "dev", request).unwrap();
+    let picked = store
+        .cherry_pick("repo", "main", &second.id, 0, CommitRequest::default())
+        .unwrap();
+    assert_eq!(
+        (picked.message.as_str(), picked.metadata.get("k").map(String::as_str)),
+        ("second", Some("v"))
+    );
+    assert!(store.stat_object("repo", "main", "second").is_ok());
+    assert!(matches!(
+        store.stat_object("repo", "main", "first"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    let again = store.cherry_pick("repo", "main", &second.id, 0, CommitRequest::default());
+    assert!(matches!(again, Err(StoreError::NoChanges)), "{again:?}");
+}
+
+#[test]
+fn bulk_delete_reports_invalid_paths_and_deletes_the_rest() {
+    let (_dir, store) = setup();
+    store
+        .put_object("repo", "main", "committed", entry("c"), false)
+        .unwrap();
+    commit(&store, "main", "c1");
+    store.put_object("repo", "main", "staged", entry("s"), false).unwrap();
+    let paths = vec![
+        "committed".to_string(),
+        "staged".to_string(),
+        String::new(),
+        "missing".to_string(),
+    ];
+    let failures = store.delete_objects("repo", "main", &paths).unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "");
+    assert!(matches!(failures[0].1, StoreError::InvalidArgument(_)));
+    assert!(store
+        .list_objects("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+    let diff = store.diff_branch("repo", "main", &page("", "", 10), None).unwrap();
+    assert_eq!(diff.items.len(), 1, "only the committed path leaves a tombstone");
+    assert!(matches!(
+        store.delete_objects("repo", "nope", &paths),
+        Err(StoreError::BranchNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_repository("nope"),
+        Err(StoreError::RepositoryNotFound)
+    ));
+}
+
+#[test]
+fn merge_drops_staged_leftovers_identical_to_the_old_head() {
+    let (_dir, store) = setup();
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    commit(&store, "main", "c1");
+    store.create_branch("repo", "src", "main", false).unwrap();
+    store.delete_object("repo", "src", "f").unwrap();
+    commit(&store, "src", "delete f");
+    // Re-staging the committed version is no change, so main is clean and the merge may run...
+    store.put_object("repo", "main", "f", entry("1"), false).unwrap();
+    store.merge("repo", "src", "main", MergeRequest::default()).unwrap();
+    // ...but the leftover must not resurrect `f` over the merged head.
+    assert!(matches!(
+        store.stat_object("repo", "main", "f"),
+        Err(StoreError::ObjectNotFound)
+    ));
+    assert!(store
+        .diff_branch("repo", "main", &page("", "", 10), None)
+        .unwrap()
+        .items
+        .is_empty());
+}
