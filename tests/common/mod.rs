@@ -308,6 +308,11 @@ impl Mount {
         mount
     }
 
+    /// Take the mount process over (to signal it); the guard still unmounts on drop.
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
     /// `kill -9` the mount process and detach the dead mount, as after a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -331,6 +336,9 @@ impl Mount {
 }
 
 pub fn unmount(path: &Path) {
+    if !is_mounted(path) {
+        return;
+    }
     let ok = Command::new("fusermount3")
         .arg("-u")
         .arg(path)
