@@ -41,8 +41,8 @@ pub struct MountArgs {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
-    /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=, threads=,
-    /// read_only, allow_other, debug. Generic options (rw, noauto, _netdev, nofail, x-systemd.*) are ignored.
+    /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
+    /// max_staging=, threads=, read_only, allow_other, debug. Generic options (rw, noauto, _netdev, nofail, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// lakeFS server URL (`/api/v1` is appended when it has no path).

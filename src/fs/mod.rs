@@ -13,9 +13,12 @@
 //! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch). lakeFS
 //! itself refuses to create a branch and a tag of the same name, so the clash needs an older or other server.
 //!
-//! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
-//! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
+//! Every ref root holds a `.lakefs/` control directory (`head`, `status`, `staging`, `commit`, `merge`, `discard`;
+//! the writable ones are served by [`write`]). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
 //! trigger control files; a lakeFS key named `.lakefs` at a ref root is shadowed by it.
+//!
+//! Writes (branches only) go to a staging branch and show through an overlay of this mount's own changes; see
+//! [`write`].
 //!
 //! Caching: attributes live in the inode table (see [`inode`]), primed by listings; misses are remembered in a
 //! bounded negative cache for the same time as positive entries of that directory; object bytes go through the
