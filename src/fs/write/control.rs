@@ -349,6 +349,7 @@ impl<L: LakeFs> Filesystem<L> {
     /// commit stays staged (its bytes are committed; later writes make it dirty again).
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
         let mut state = writer.state();
+        state.retired.clear();
         let overlay = std::mem::take(&mut state.overlay);
         for (key, entry) in overlay {
             let Overlay::Staged(id) = entry else { continue };

@@ -112,7 +112,8 @@ pub(crate) struct WriteState {
     created: bool,
     overlay: BTreeMap<String, Overlay>,
     files: HashMap<u64, StagedFile>,
-    /// Staged files dropped by a commit or discard, by id: their key now shows the branch.
+    /// Staged files dropped since the last commit or discard, by id: their key now shows the branch. Older ones
+    /// are forgotten (inodes keep their key in their last-seen stats), so this stays small.
     retired: HashMap<u64, String>,
     /// Local-only directories (`mkdir`), as prefixes ending in `/`.
     local_dirs: BTreeSet<String>,
@@ -864,7 +865,9 @@ impl<L: LakeFs> Filesystem<L> {
                 if self.staged_is_live(location, *id) {
                     return Ok((writer, *id));
                 }
+                // Retired by a commit or discard: the key, from the writer or as the inode last showed it.
                 let key = writer.state().retired.get(id).cloned();
+                let key = key.or_else(|| inode.state().object.as_ref().map(|o| o.path.clone()));
                 match key {
                     Some(key) => (location.clone(), key),
                     None => return Err(FsError::stale(format!("staged file {id} is gone"))),
