@@ -208,8 +208,13 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         reply.ok();
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+    /// Every `close` flushes: a written file is uploaded to the staging branch here, and the upload's error is
+    /// what `close` returns.
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.block_on("flush", ino, self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("flush", reply, err),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -265,18 +270,18 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         );
     }
 
-    // Modifications: the write side is not implemented yet; every ref refuses them with EROFS.
+    // Modifications: the core decides (EROFS on pinned refs and read-only mounts); these only translate.
 
     fn setattr(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -285,7 +290,20 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        fuse_error!("setattr", reply, self.fs.refuse_write(fs::InodeNo(ino.0), "setattr"));
+        let change = fs::SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(time) => time,
+                TimeOrNow::Now => std::time::SystemTime::now(),
+            }),
+        };
+        match self.block_on("setattr", ino, self.fs.setattr(fs::InodeNo(ino.0), change)) {
+            Ok(entry) => reply.attr(&entry.ttl, &to_file_attr(&entry.attr)),
+            Err(err) => fuse_error!("setattr", reply, err),
+        }
     }
 
     fn mknod(
@@ -298,64 +316,157 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        fuse_error!("mknod", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "mknod"));
+        // Device nodes, FIFOs and sockets have no lakeFS representation.
+        let err = match self.fs.refuse_write(fs::InodeNo(parent.0), "mknod") {
+            err if err.errno == libc::EROFS => err,
+            _ => FsError::not_permitted("mknod: only regular files, directories and symlinks can be stored"),
+        };
+        fuse_error!("mknod", reply, err);
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        fuse_error!("mkdir", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "mkdir"));
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let result = match utf8_name(name) {
+            Ok(name) => self.block_on("mkdir", parent, self.fs.mkdir(fs::InodeNo(parent.0), name)),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+            Err(err) => fuse_error!("mkdir", reply, err),
+        }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        fuse_error!("unlink", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "unlink"));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = match utf8_name(name) {
+            Ok(name) => self.block_on("unlink", parent, self.fs.unlink(fs::InodeNo(parent.0), name)),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("unlink", reply, err),
+        }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        fuse_error!("rmdir", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "rmdir"));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = match utf8_name(name) {
+            Ok(name) => self.block_on("rmdir", parent, self.fs.rmdir(fs::InodeNo(parent.0), name)),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("rmdir", reply, err),
+        }
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        fuse_error!("symlink", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "symlink"));
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let result = match (utf8_name(link_name), target.to_str()) {
+            (Ok(name), Some(target)) => {
+                self.block_on("symlink", parent, self.fs.symlink(fs::InodeNo(parent.0), name, target))
+            }
+            (Err(err), _) => Err(err),
+            (_, None) => Err(FsError::invalid("symlink targets must be UTF-8")),
+        };
+        match result {
+            Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+            Err(err) => fuse_error!("symlink", reply, err),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        let err = match self.fs.refuse_write(fs::InodeNo(ino.0), "link") {
+            err if err.errno == libc::EROFS => err,
+            _ => FsError::not_permitted("link: lakeFS has no hard links"),
+        };
+        tracing::info!("{err}");
+        fuse_error!("link", reply, err);
     }
 
     fn rename(
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        fuse_error!("rename", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "rename"));
+        let result = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            Err(FsError::invalid("rename: RENAME_EXCHANGE is not supported"))
+        } else {
+            match (utf8_name(name), utf8_name(newname)) {
+                (Ok(name), Ok(newname)) => self.block_on(
+                    "rename",
+                    parent,
+                    self.fs.rename(
+                        fs::InodeNo(parent.0),
+                        name,
+                        fs::InodeNo(newparent.0),
+                        newname,
+                        flags.contains(RenameFlags::RENAME_NOREPLACE),
+                    ),
+                ),
+                (Err(err), _) | (_, Err(err)) => Err(err),
+            }
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("rename", reply, err),
+        }
     }
 
     fn create(
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        fuse_error!("create", reply, self.fs.refuse_write(fs::InodeNo(parent.0), "create"));
+        let result = match utf8_name(name) {
+            Ok(name) => self.block_on(
+                "create",
+                parent,
+                self.fs.create(fs::InodeNo(parent.0), name, mode & !umask),
+            ),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok((entry, opened)) => reply.created(
+                &entry.ttl,
+                &to_file_attr(&entry.attr),
+                Generation(0),
+                FileHandle(opened.fh),
+                FopenFlags::empty(),
+            ),
+            Err(err) => fuse_error!("create", reply, err),
+        }
     }
 
     fn write(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        fuse_error!("write", reply, self.fs.refuse_write(fs::InodeNo(ino.0), "write"));
+        match self.block_on("write", ino, self.fs.write(fh.0, offset, data)) {
+            Ok(written) => reply.written(written),
+            Err(err) => fuse_error!("write", reply, err),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.block_on("fsync", ino, self.fs.flush(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(err) => fuse_error!("fsync", reply, err),
+        }
     }
 }
 

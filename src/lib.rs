@@ -11,3 +11,4 @@ pub mod fuse;
 pub mod lakefs;
 pub mod mount;
 pub mod server;
+pub mod staging;

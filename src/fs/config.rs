@@ -111,6 +111,14 @@ pub struct FsConfig {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Bytes the disk cache may use.
     pub cache_size: u64,
+    /// Root of the local staging files of written data; none = a default under the user's runtime or cache dir.
+    pub staging_dir: Option<std::path::PathBuf>,
+    /// Bytes of written data staged locally at most; a write past it fails with ENOSPC.
+    pub max_staging: u64,
+    /// Host name and canonical mountpoint: with repository and branch they name the staging branch, so a
+    /// restarted mount resumes its own.
+    pub host: String,
+    pub mountpoint: String,
 }
 
 impl Default for FsConfig {
@@ -131,6 +139,10 @@ impl Default for FsConfig {
             negative_cache_entries: 100_000,
             cache_dir: None,
             cache_size: 10 * 1024 * 1024 * 1024,
+            staging_dir: None,
+            max_staging: 16 * 1024 * 1024 * 1024,
+            host: crate::staging::host_name(),
+            mountpoint: String::new(),
         }
     }
 }

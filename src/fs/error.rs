@@ -17,6 +17,7 @@
 use std::fmt;
 
 use crate::lakefs::LakeFsError;
+use crate::staging::StagingError;
 
 /// Picks the errno for a source error type.
 pub trait ToErrno {
@@ -36,6 +37,16 @@ impl ToErrno for LakeFsError {
             | LakeFsError::Timeout(_)
             | LakeFsError::Transport(_)
             | LakeFsError::Protocol(_) => libc::EIO,
+        }
+    }
+}
+
+impl ToErrno for StagingError {
+    fn to_errno(&self) -> i32 {
+        match self {
+            StagingError::NoSpace { .. } => libc::ENOSPC,
+            StagingError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => libc::ENOSPC,
+            StagingError::Io { .. } => libc::EIO,
         }
     }
 }
@@ -110,6 +121,36 @@ impl FsError {
     }
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(libc::EIO, ErrorLevel::Warn, message)
+    }
+    /// A commit or merge found nothing to do.
+    pub fn no_data(message: impl Into<String>) -> Self {
+        Self::new(libc::ENODATA, ErrorLevel::Debug, message)
+    }
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::new(libc::EACCES, ErrorLevel::Debug, message)
+    }
+    pub fn exists(message: impl Into<String>) -> Self {
+        Self::new(libc::EEXIST, ErrorLevel::Debug, message)
+    }
+    pub fn not_empty(message: impl Into<String>) -> Self {
+        Self::new(libc::ENOTEMPTY, ErrorLevel::Debug, message)
+    }
+    pub fn not_permitted(message: impl Into<String>) -> Self {
+        Self::new(libc::EPERM, ErrorLevel::Warn, message)
+    }
+    pub fn cross_device(message: impl Into<String>) -> Self {
+        Self::new(libc::EXDEV, ErrorLevel::Debug, message)
+    }
+
+    /// Wrap a local staging error with what the filesystem was doing.
+    pub fn staging(context: impl std::fmt::Display, err: StagingError) -> Self {
+        Self::new(err.to_errno(), ErrorLevel::Warn, format!("{context}: {err}"))
+    }
+
+    /// The same error with a different errno (a lakeFS answer that means something else in context).
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno = errno;
+        self
     }
 
     /// Wrap a lakeFS error with what the filesystem was doing.

@@ -65,23 +65,47 @@ impl RefLocation {
     }
 }
 
-/// Read-only files in `.lakefs/`.
+/// Files in `.lakefs/` (DESIGN section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlFile {
     /// The commit id the mount currently shows.
     Head,
     /// Human-readable state of the mounted ref.
     Status,
+    /// Name of the staging branch.
+    Staging,
+    /// Write a message: commit this mount's changes and merge them into the branch. Reads the last commit id.
+    Commit,
+    /// Write a target branch: commit, then merge the branch into the target. Reads the last merge result.
+    Merge,
+    /// Write anything: drop this mount's uncommitted changes.
+    Discard,
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 2] = [ControlFile::Head, ControlFile::Status];
+    pub const ALL: [ControlFile; 6] = [
+        ControlFile::Head,
+        ControlFile::Status,
+        ControlFile::Staging,
+        ControlFile::Commit,
+        ControlFile::Merge,
+        ControlFile::Discard,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Head => "head",
             Self::Status => "status",
+            Self::Staging => "staging",
+            Self::Commit => "commit",
+            Self::Merge => "merge",
+            Self::Discard => "discard",
         }
+    }
+
+    /// Whether writing the file runs an operation.
+    pub fn is_writable(self) -> bool {
+        matches!(self, Self::Commit | Self::Merge | Self::Discard)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -117,6 +141,10 @@ pub enum NodeKind {
         key: String,
         target: String,
     },
+    /// A file this mount wrote (or renamed, or changed the metadata of) and has not committed yet: its bytes are
+    /// in a local staging file or on the staging branch. `id` names the staged file in its branch's writer; it
+    /// stays the same across writes and renames, so the kernel's inode follows the file.
+    StagedFile { location: Arc<RefLocation>, id: u64 },
     /// `.lakefs/` of a ref root.
     ControlDir { location: Arc<RefLocation> },
     ControlFile {
@@ -139,6 +167,7 @@ impl NodeKind {
             Self::Directory { location, .. }
             | Self::File { location, .. }
             | Self::Symlink { location, .. }
+            | Self::StagedFile { location, .. }
             | Self::ControlDir { location }
             | Self::ControlFile { location, .. } => Some(location),
         }
@@ -378,6 +407,39 @@ impl InodeTable {
         if inner.names.get(&key) == Some(&inode.ino) {
             inner.names.remove(&key);
         }
+    }
+
+    /// Give inode `ino` a new place and identity (a rename, or a file that became staged), keeping its number and
+    /// lookup count. Handles opened earlier keep the old `Arc<Inode>`. Whatever `parent/name` pointed at before
+    /// loses the name.
+    pub fn rebind(&self, ino: InodeNo, parent: InodeNo, name: &str, kind: NodeKind) -> Option<Arc<Inode>> {
+        let mut inner = self.lock();
+        let old = inner.inodes.get(&ino).cloned()?;
+        let old_key = (old.parent, old.name.clone());
+        if inner.names.get(&old_key) == Some(&ino) {
+            inner.names.remove(&old_key);
+        }
+        let state = old.state();
+        let inode = Arc::new(Inode {
+            ino,
+            parent,
+            name: name.to_string(),
+            kind,
+            state: Mutex::new(InodeState {
+                object: state.object.clone(),
+                validity: state.validity,
+                lookup_count: state.lookup_count,
+            }),
+        });
+        drop(state);
+        inner.inodes.insert(ino, inode.clone());
+        if let Some(replaced) = inner.names.insert((parent, name.to_string()), ino) {
+            let unreferenced = inner.inodes.get(&replaced).is_some_and(|i| i.state().lookup_count == 0);
+            if replaced != ino && unreferenced && replaced != InodeNo::ROOT {
+                inner.inodes.remove(&replaced);
+            }
+        }
+        Some(inode)
     }
 
     /// Number of inodes in the table (root included).

@@ -13,9 +13,12 @@
 //! still reachable as `tags@NAME` (`@` cannot occur in a branch name, so this never hides a branch). lakeFS
 //! itself refuses to create a branch and a tag of the same name, so the clash needs an older or other server.
 //!
-//! Every ref root holds a `.lakefs/` control directory (`head`, `status`; the write side adds `commit`, `merge`,
-//! `discard`). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
+//! Every ref root holds a `.lakefs/` control directory (`head`, `status`, `staging`, `commit`, `merge`, `discard`;
+//! the writable ones are served by [`write`]). It is reachable by name but left out of listings, so `cp -r`, `rsync` and `find` never copy or
 //! trigger control files; a lakeFS key named `.lakefs` at a ref root is shadowed by it.
+//!
+//! Writes (branches only) go to a staging branch and show through an overlay of this mount's own changes; see
+//! [`write`].
 //!
 //! Caching: attributes live in the inode table (see [`inode`]), primed by listings; misses are remembered in a
 //! bounded negative cache for the same time as positive entries of that directory; object bytes go through the
@@ -28,6 +31,7 @@ pub mod inode;
 pub mod names;
 pub mod prefetch;
 pub mod readdir;
+pub mod write;
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -43,6 +47,7 @@ pub use self::config::{FsConfig, Source};
 pub use self::error::{FsError, FsResult};
 pub use self::inode::InodeNo;
 pub use self::readdir::{DirEntry, DirectoryReplier};
+pub use self::write::{BranchWriter, SetAttr};
 
 use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
@@ -82,6 +87,18 @@ pub struct Opened {
 enum OpenFile<L: LakeFs> {
     Object(ObjectReader<L>),
     Control(Bytes),
+    /// A staged file: local bytes (`None` never happens for a writable handle).
+    Staged {
+        writer: Arc<BranchWriter>,
+        id: u64,
+        local: Option<Arc<crate::staging::LocalFile>>,
+        write: bool,
+    },
+    /// `.lakefs/commit`, `merge` or `discard` open for writing: each write(2) runs the operation.
+    ControlWrite {
+        location: Arc<RefLocation>,
+        file: ControlFile,
+    },
 }
 
 /// The filesystem core over any [`LakeFs`].
@@ -97,6 +114,11 @@ pub struct Filesystem<L: LakeFs> {
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
     next_handle: AtomicU64,
     mounted_at: SystemTime,
+    /// Write state per (repository, branch).
+    writers: Mutex<HashMap<(String, String), Arc<BranchWriter>>>,
+    /// Local staging files, opened on the first write.
+    staging: Mutex<Option<Arc<crate::staging::StagingDir>>>,
+    next_staged: AtomicU64,
 }
 
 impl<L: LakeFs> std::fmt::Debug for Filesystem<L> {
@@ -192,7 +214,8 @@ impl<L: LakeFs> Filesystem<L> {
             ),
             None => None,
         };
-        Ok(Self {
+        let recovered = write::recover_staging(&config)?;
+        let fs = Self {
             client,
             cache: Arc::new(DataCache::new(MemoryBlockCache::new(config.max_memory), disk)),
             config,
@@ -204,7 +227,15 @@ impl<L: LakeFs> Filesystem<L> {
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
-        })
+            writers: Mutex::new(HashMap::new()),
+            staging: Mutex::new(recovered.clone()),
+            next_staged: AtomicU64::new(1),
+        };
+        // An earlier run of this mount crashed with files not uploaded: upload them now, not on first access.
+        if let (Some(_), Some(location)) = (&recovered, &fs.root_location) {
+            fs.loaded_writer(location).await?;
+        }
+        Ok(fs)
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -251,12 +282,21 @@ impl<L: LakeFs> Filesystem<L> {
                 object_attr(inode.ino, FileKind::RegularFile, object, &self.config)
             }
             (NodeKind::Symlink { .. }, Some(object)) => object_attr(inode.ino, FileKind::Symlink, object, &self.config),
-            (NodeKind::ControlFile { .. }, _) => Attr {
+            (NodeKind::StagedFile { location, id }, _) => {
+                let (location, id) = (location.clone(), *id);
+                drop(state);
+                self.staged_attr(inode, &location, id)
+            }
+            (NodeKind::ControlFile { file, location }, _) => Attr {
                 ino: inode.ino,
                 kind: FileKind::RegularFile,
                 size: 0,
                 mtime: SystemTime::now(),
-                perm: 0o444,
+                perm: if file.is_writable() && self.writer(location).is_some() {
+                    0o644
+                } else {
+                    0o444
+                },
                 uid: self.config.uid,
                 gid: self.config.gid,
             },
@@ -300,7 +340,11 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::not_a_directory(format!("inode {parent} is not a directory")));
         }
         if let Some(child) = self.table.child(parent, name) {
-            if child.is_fresh(Instant::now()) {
+            let live = match &child.kind {
+                NodeKind::StagedFile { location, id } => self.staged_is_live(location, *id),
+                _ => true,
+            };
+            if live && child.is_fresh(Instant::now()) {
                 self.table.remember(&child);
                 return Ok(self.entry_of(&child));
             }
@@ -382,9 +426,13 @@ impl<L: LakeFs> Filesystem<L> {
                 }
                 None => Err(FsError::not_found(format!("no control file {name}"))),
             },
-            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => Err(
-                FsError::not_a_directory(format!("inode {} is not a directory", dir.ino)),
-            ),
+            NodeKind::File { .. }
+            | NodeKind::Symlink { .. }
+            | NodeKind::StagedFile { .. }
+            | NodeKind::ControlFile { .. } => Err(FsError::not_a_directory(format!(
+                "inode {} is not a directory",
+                dir.ino
+            ))),
         }
     }
 
@@ -398,6 +446,12 @@ impl<L: LakeFs> Filesystem<L> {
         name: &str,
     ) -> FsResult<Arc<Inode>> {
         let key = format!("{prefix}{name}");
+        let writer = self.loaded_writer(location).await?;
+        if let Some(writer) = &writer {
+            if let Some(inode) = self.resolve_in_overlay(dir, location, writer, &key, name).await? {
+                return Ok(inode);
+            }
+        }
         let read_ref = location.read_ref();
         let sub_prefix = format!("{key}/");
         let list = ListRequest {
@@ -412,7 +466,11 @@ impl<L: LakeFs> Filesystem<L> {
         );
         let validity = self.validity(Some(location));
         let listing = listing.map_err(|e| FsError::lakefs(format!("listing {sub_prefix}"), e))?;
-        if !listing.items.is_empty() {
+        let dir_in_view = match &writer {
+            Some(writer) if !listing.items.is_empty() => self.view_allows_dir(writer, location, &sub_prefix).await?,
+            _ => !listing.items.is_empty(),
+        };
+        if dir_in_view {
             let kind = NodeKind::Directory {
                 location: location.clone(),
                 prefix: sub_prefix,
@@ -485,8 +543,10 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     pub async fn readlink(&self, ino: InodeNo) -> FsResult<String> {
-        match &self.inode(ino)?.kind {
+        let inode = self.inode(ino)?;
+        match &inode.kind {
             NodeKind::Symlink { target, .. } => Ok(target.clone()),
+            NodeKind::StagedFile { location, id } => self.staged_symlink_target(location, *id, &inode),
             _ => Err(FsError::invalid(format!("inode {ino} is not a symlink"))),
         }
     }
@@ -668,6 +728,7 @@ impl<L: LakeFs> Filesystem<L> {
                     }
                 }
                 let validity = self.validity(Some(location));
+                let mut listed = Vec::new();
                 for (name, child) in builder.finish() {
                     if *ref_root && name == CONTROL_DIR {
                         tracing::warn!(
@@ -688,7 +749,11 @@ impl<L: LakeFs> Filesystem<L> {
                         }
                         Child::Object(object) => self.bind_object(dir.ino, &name, location, object, validity),
                     };
-                    out.push(inode);
+                    listed.push((name, inode));
+                }
+                match self.loaded_writer(location).await? {
+                    Some(writer) => out = self.overlay_listing(dir, location, &writer, prefix, listed).await?,
+                    None => out.extend(listed.into_iter().map(|(_, inode)| inode)),
                 }
             }
             NodeKind::ControlDir { location } => {
@@ -700,7 +765,10 @@ impl<L: LakeFs> Filesystem<L> {
                     out.push(self.table.upsert(dir.ino, file.name(), kind, None, Validity::Forever));
                 }
             }
-            NodeKind::File { .. } | NodeKind::Symlink { .. } | NodeKind::ControlFile { .. } => {
+            NodeKind::File { .. }
+            | NodeKind::Symlink { .. }
+            | NodeKind::StagedFile { .. }
+            | NodeKind::ControlFile { .. } => {
                 return Err(FsError::not_a_directory(format!(
                     "inode {} is not a directory",
                     dir.ino
@@ -716,7 +784,10 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::is_a_directory(format!("inode {ino} is a directory")));
         }
         if mode.write || mode.truncate {
-            return Err(self.write_refusal(&inode, "open for writing"));
+            return self.open_for_write(&inode, mode).await;
+        }
+        if let NodeKind::StagedFile { location, id } = &inode.kind {
+            return self.open_staged_read(&inode, location, *id).await;
         }
         let fh = self.new_handle();
         let (file, opened) = match &inode.kind {
@@ -765,8 +836,8 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(opened)
     }
 
-    /// The error for a modification of (or inside) `ino`. Writes are not implemented yet, so every ref refuses
-    /// them; a pinned ref and a `read_only` mount say why.
+    /// The error for a modification of (or inside) `ino` that cannot be written: EROFS on a pinned ref or a
+    /// `read_only` mount, EPERM where the tree has nothing to write (repositories, the control directory).
     pub fn refuse_write(&self, ino: InodeNo, operation: &str) -> FsError {
         match self.inode(ino) {
             Ok(inode) => self.write_refusal(&inode, operation),
@@ -783,7 +854,12 @@ impl<L: LakeFs> Filesystem<L> {
                 )
             }
             _ if self.config.read_only => "the mount is read-only".to_string(),
-            _ => "writing through the mount is not supported yet".to_string(),
+            _ => {
+                return FsError::not_permitted(format!(
+                    "{operation}: {} cannot be changed through the mount",
+                    if inode.name.is_empty() { "/" } else { &inode.name }
+                ))
+            }
         };
         FsError::read_only(format!("{operation}: {why}"))
     }
@@ -800,11 +876,20 @@ impl<L: LakeFs> Filesystem<L> {
                 let end = start.saturating_add(size as usize).min(content.len());
                 Ok(content.slice(start..end))
             }
+            OpenFile::Staged { local: Some(local), .. } => write::read_local(local, offset, size),
+            OpenFile::Staged { local: None, .. } | OpenFile::ControlWrite { .. } => {
+                Err(FsError::bad_handle(format!("file handle {fh} is not open for reading")))
+            }
         }
     }
 
     pub fn release(&self, fh: u64) {
-        lock(&self.files).remove(&fh);
+        let file = lock(&self.files).remove(&fh);
+        if let Some(file) = file {
+            if let OpenFile::Staged { writer, id, .. } = &*file {
+                self.release_staged(writer, *id);
+            }
+        }
     }
 
     async fn head_commit(&self, location: &RefLocation) -> FsResult<String> {
@@ -825,17 +910,31 @@ impl<L: LakeFs> Filesystem<L> {
             ControlFile::Head => format!("{head}\n"),
             ControlFile::Status => {
                 let (kind, mode) = match &location.target {
-                    RefTarget::Branch(_) => ("branch", if self.config.read_only { "read-only" } else { "read" }),
+                    RefTarget::Branch(_) => (
+                        "branch",
+                        if self.config.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        },
+                    ),
                     RefTarget::Commit(_) => ("commit (pinned)", "read-only"),
                 };
                 let (hits, misses) = self.cache.memory.stats();
-                format!(
+                let mut text = format!(
                     "repository: {}\nref: {}\nref type: {kind}\nhead: {head}\nmode: {mode}\n\
                      data cache: {} bytes, {hits} hits, {misses} misses\n",
                     location.repo,
                     location.name,
                     self.cache.memory.used_bytes(),
-                )
+                );
+                if let Some(write) = self.write_status(location, file) {
+                    text.push_str(&write);
+                }
+                text
+            }
+            ControlFile::Staging | ControlFile::Commit | ControlFile::Merge | ControlFile::Discard => {
+                self.write_status(location, file).unwrap_or_default()
             }
         };
         Ok(Bytes::from(text))

@@ -446,7 +446,10 @@ async fn control_directory_is_reachable_but_not_listed() {
     let fs = mount(&mock, "lakefs://repo/main/").await;
     assert_eq!(list(&fs, InodeNo::ROOT).await, ["f"]);
     let control = walk(&fs, ".lakefs").await.unwrap();
-    assert_eq!(list(&fs, control.attr.ino).await, ["head", "status"]);
+    assert_eq!(
+        list(&fs, control.attr.ino).await,
+        ["head", "status", "staging", "commit", "merge", "discard"]
+    );
     assert_eq!(
         String::from_utf8(cat(&fs, ".lakefs/head").await.unwrap()).unwrap(),
         format!("{head}\n")

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::{
-    CommitInfo, LakeFs, LakeFsError, ListEntry, ListRequest, ObjectBytes, ObjectInfo, Page, RefInfo, Repository, Result,
+    CommitInfo, CommitRequest, DiffEntry, DiffKind, LakeFs, LakeFsError, ListEntry, ListRequest, MergeStrategy,
+    ObjectBytes, ObjectInfo, Page, RefInfo, Repository, Result,
 };
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ type Tree = BTreeMap<String, MockObject>;
 #[derive(Debug, Clone)]
 struct MockCommit {
     parent: Option<String>,
+    /// Second parent of a merge commit.
+    merged: Option<String>,
     creation_date: i64,
     tree: Tree,
 }
@@ -52,9 +55,15 @@ struct MockRepo {
     commits: BTreeMap<String, MockCommit>,
 }
 
-#[derive(Debug, Default)]
+/// Decides whether a pre-merge hook lets a merge into `destination` through: `Some(message)` refuses it.
+pub type MergeHook = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+#[derive(Default)]
 struct MockState {
     repos: BTreeMap<String, MockRepo>,
+    /// Errors the next call of an operation returns instead of running.
+    faults: BTreeMap<&'static str, LakeFsError>,
+    merge_hook: Option<MergeHook>,
     next_commit: u64,
     clock: i64,
     requests: BTreeMap<&'static str, u64>,
@@ -62,6 +71,15 @@ struct MockState {
     bytes_served: u64,
     /// Errors to return instead of serving, per operation, with how many times.
     failures: BTreeMap<String, (LakeFsError, u32)>,
+}
+
+impl std::fmt::Debug for MockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockState")
+            .field("repos", &self.repos)
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MockState {
@@ -164,6 +182,79 @@ impl MockRepo {
     }
 }
 
+impl MockRepo {
+    fn branch(&self, branch: &str) -> Result<&MockBranch> {
+        self.branches
+            .get(branch)
+            .ok_or_else(|| LakeFsError::NotFound(format!("branch '{branch}' not found")))
+    }
+
+    fn branch_mut(&mut self, branch: &str) -> Result<&mut MockBranch> {
+        self.branches
+            .get_mut(branch)
+            .ok_or_else(|| LakeFsError::NotFound(format!("branch '{branch}' not found")))
+    }
+
+    fn ancestors(&self, commit: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut queue = std::collections::VecDeque::from([commit.to_string()]);
+        while let Some(id) = queue.pop_front() {
+            if seen.contains(&id) {
+                continue;
+            }
+            if let Some(c) = self.commits.get(&id) {
+                queue.extend(c.parent.iter().cloned());
+                queue.extend(c.merged.iter().cloned());
+            }
+            seen.push(id);
+        }
+        seen
+    }
+
+    /// The nearest common ancestor of two commits (breadth-first from `right`).
+    fn merge_base(&self, left: &str, right: &str) -> Option<String> {
+        let left = self.ancestors(left);
+        self.ancestors(right).into_iter().find(|id| left.contains(id))
+    }
+
+    fn commit_tree(&self, id: &str) -> Tree {
+        self.commits.get(id).map(|c| c.tree.clone()).unwrap_or_default()
+    }
+}
+
+fn same_object(a: Option<&MockObject>, b: Option<&MockObject>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.checksum == b.checksum && a.metadata == b.metadata,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Paths whose object differs between two trees, in order.
+fn changed_paths(from: &Tree, to: &Tree) -> Vec<(String, DiffKind)> {
+    let keys: std::collections::BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| match (from.get(key), to.get(key)) {
+            (None, Some(_)) => Some((key.clone(), DiffKind::Added)),
+            (Some(_), None) => Some((key.clone(), DiffKind::Removed)),
+            (a, b) if !same_object(a, b) => Some((key.clone(), DiffKind::Changed)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn diff_page(mut entries: Vec<DiffEntry>, after: &str, page_size: usize) -> Page<DiffEntry> {
+    entries.retain(|e| e.path.as_str() > after);
+    let next_after = (entries.len() > page_size).then(|| {
+        entries.truncate(page_size);
+        entries.last().map(|e| e.path.clone()).unwrap_or_default()
+    });
+    Page {
+        items: entries,
+        next_after,
+    }
+}
+
 fn object_info(path: &str, object: &MockObject) -> ObjectInfo {
     ObjectInfo {
         path: path.to_string(),
@@ -237,6 +328,48 @@ impl MockLakeFs {
         self.lock().requests.values().sum()
     }
 
+    /// Make the next call of `operation` (a trait method's name) fail with `error`.
+    pub fn fail_next(&self, operation: &'static str, error: LakeFsError) {
+        self.lock().faults.insert(operation, error);
+    }
+
+    /// Install a pre-merge hook; `None` removes it.
+    pub fn set_merge_hook(&self, hook: Option<MergeHook>) {
+        self.lock().merge_hook = hook;
+    }
+
+    /// Count a call of `operation` and return the fault injected for it, if any.
+    fn enter(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, MockState>> {
+        let mut state = self.lock();
+        *state.requests.entry(operation).or_default() += 1;
+        match state.faults.remove(operation) {
+            Some(err) => Err(err),
+            None => Ok(state),
+        }
+    }
+
+    /// The objects a read of `reference` sees, by path (for assertions).
+    pub fn snapshot(&self, repo: &str, reference: &str) -> Result<BTreeMap<String, Bytes>> {
+        let state = self.lock();
+        let tree = state.repo(repo)?.tree(reference)?;
+        Ok(tree.iter().map(|(k, o)| (k.clone(), o.data.clone())).collect())
+    }
+
+    /// Metadata of an object as a read of `reference` sees it.
+    pub fn metadata(&self, repo: &str, reference: &str, path: &str) -> Result<BTreeMap<String, String>> {
+        let state = self.lock();
+        let tree = state.repo(repo)?.tree(reference)?;
+        tree.get(path)
+            .map(|o| o.metadata.clone())
+            .ok_or_else(|| LakeFsError::NotFound(path.to_string()))
+    }
+
+    /// Whether `branch` exists and is hidden.
+    pub fn is_hidden_branch(&self, repo: &str, branch: &str) -> Option<bool> {
+        let state = self.lock();
+        state.repos.get(repo)?.branches.get(branch).map(|b| b.hidden)
+    }
+
     /// Cap every listing page at `size` entries, whatever the caller asks for.
     pub fn set_page_size(&self, size: u32) {
         self.page_size.store(size.max(1), Ordering::SeqCst);
@@ -252,6 +385,7 @@ impl MockLakeFs {
             id.clone(),
             MockCommit {
                 parent: None,
+                merged: None,
                 creation_date: now,
                 tree: Tree::new(),
             },
@@ -358,6 +492,7 @@ impl MockLakeFs {
             .ok_or_else(|| LakeFsError::NotFound("branch not found".into()))?;
         let commit = MockCommit {
             parent: Some(b.head.clone()),
+            merged: None,
             creation_date: now,
             tree: b.working.clone(),
         };
@@ -529,6 +664,207 @@ impl LakeFs for MockLakeFs {
         drop(state);
         self.lock().bytes_served += data.len() as u64;
         Ok(ObjectBytes { data, etag })
+    }
+
+    async fn create_branch_from(&self, repo: &str, name: &str, source: &str, hidden: bool) -> Result<()> {
+        let mut state = self.enter("create_branch_from")?;
+        let repo = state.repo_mut(repo)?;
+        if repo.branches.contains_key(name) {
+            return Err(LakeFsError::Conflict(format!("branch {name} already exists")));
+        }
+        let head = repo.resolve_commit(source)?;
+        let working = repo.commit_tree(&head);
+        repo.branches
+            .insert(name.to_string(), MockBranch { head, hidden, working });
+        Ok(())
+    }
+
+    async fn diff_branch(&self, repo: &str, branch: &str, after: &str) -> Result<Page<DiffEntry>> {
+        let state = self.enter("diff_branch")?;
+        let repo = state.repo(repo)?;
+        let b = repo.branch(branch)?;
+        let head = repo.commit_tree(&b.head);
+        let entries = changed_paths(&head, &b.working)
+            .into_iter()
+            .map(|(path, kind)| DiffEntry {
+                size: b.working.get(&path).map(|o| o.data.len() as u64),
+                path,
+                kind,
+            })
+            .collect();
+        Ok(diff_page(
+            entries,
+            after,
+            self.page_size.load(Ordering::SeqCst) as usize,
+        ))
+    }
+
+    async fn diff_refs(&self, repo: &str, left: &str, right: &str, after: &str) -> Result<Page<DiffEntry>> {
+        let state = self.enter("diff_refs")?;
+        let repo = state.repo(repo)?;
+        let left_id = repo.resolve_commit(left)?;
+        let right_id = repo.resolve_commit(right)?;
+        let base = repo.merge_base(&left_id, &right_id).unwrap_or_default();
+        let (base, left_tree, right_tree) = (
+            repo.commit_tree(&base),
+            repo.commit_tree(&left_id),
+            repo.commit_tree(&right_id),
+        );
+        let entries = changed_paths(&base, &right_tree)
+            .into_iter()
+            .map(|(path, kind)| {
+                let left_changed = !same_object(base.get(&path), left_tree.get(&path));
+                let agree = same_object(left_tree.get(&path), right_tree.get(&path));
+                let kind = if left_changed && !agree {
+                    DiffKind::Conflict
+                } else {
+                    kind
+                };
+                DiffEntry {
+                    size: right_tree.get(&path).map(|o| o.data.len() as u64),
+                    path,
+                    kind,
+                }
+            })
+            .collect();
+        Ok(diff_page(
+            entries,
+            after,
+            self.page_size.load(Ordering::SeqCst) as usize,
+        ))
+    }
+
+    async fn commit_branch(&self, repo: &str, branch: &str, request: &CommitRequest) -> Result<CommitInfo> {
+        let mut state = self.enter("commit_branch")?;
+        let id = state.new_commit_id();
+        let now = state.tick();
+        let r = state.repo_mut(repo)?;
+        let b = r.branch(branch)?;
+        if changed_paths(&r.commit_tree(&b.head), &b.working).is_empty() {
+            return Err(LakeFsError::BadRequest("commit: no changes".into()));
+        }
+        let _ = &request.message;
+        let commit = MockCommit {
+            parent: Some(b.head.clone()),
+            merged: None,
+            creation_date: now,
+            tree: b.working.clone(),
+        };
+        r.commits.insert(id.clone(), commit);
+        r.branch_mut(branch)?.head = id.clone();
+        Ok(CommitInfo { id, creation_date: now })
+    }
+
+    async fn merge_refs(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        _request: &CommitRequest,
+        strategy: Option<MergeStrategy>,
+    ) -> Result<String> {
+        let mut state = self.enter("merge_refs")?;
+        let id = state.new_commit_id();
+        let now = state.tick();
+        let refusal = state.merge_hook.as_ref().and_then(|hook| hook(destination));
+        let r = state.repo_mut(repo)?;
+        let source_id = r.resolve_commit(source)?;
+        let dest = r.branch(destination)?;
+        let dest_id = dest.head.clone();
+        if !changed_paths(&r.commit_tree(&dest_id), &dest.working).is_empty() {
+            return Err(LakeFsError::BadRequest(format!("{destination}: dirty branch")));
+        }
+        let base = r.merge_base(&dest_id, &source_id).unwrap_or_default();
+        let (base, theirs, ours) = (r.commit_tree(&base), r.commit_tree(&source_id), r.commit_tree(&dest_id));
+        let mut result = ours.clone();
+        let mut conflicts = Vec::new();
+        for (path, _) in changed_paths(&base, &theirs) {
+            let dest_changed = !same_object(base.get(&path), ours.get(&path));
+            let agree = same_object(theirs.get(&path), ours.get(&path));
+            if dest_changed && !agree && strategy != Some(MergeStrategy::SourceWins) {
+                if strategy != Some(MergeStrategy::DestWins) {
+                    conflicts.push(path);
+                }
+                continue;
+            }
+            match theirs.get(&path) {
+                Some(object) => result.insert(path, object.clone()),
+                None => result.remove(&path),
+            };
+        }
+        if !conflicts.is_empty() {
+            return Err(LakeFsError::Conflict(format!("conflict: {}", conflicts.join(", "))));
+        }
+        if changed_paths(&ours, &result).is_empty() {
+            return Err(LakeFsError::BadRequest("no changes".into()));
+        }
+        if let Some(message) = refusal {
+            return Err(LakeFsError::PreconditionFailed(message));
+        }
+        r.commits.insert(
+            id.clone(),
+            MockCommit {
+                parent: Some(dest_id),
+                merged: Some(source_id),
+                creation_date: now,
+                tree: result.clone(),
+            },
+        );
+        let dest = r.branch_mut(destination)?;
+        dest.head = id.clone();
+        dest.working = result;
+        Ok(id)
+    }
+
+    async fn hard_reset_branch(&self, repo: &str, branch: &str, reference: &str) -> Result<()> {
+        let mut state = self.enter("hard_reset_branch")?;
+        let r = state.repo_mut(repo)?;
+        let head = r.resolve_commit(reference)?;
+        let working = r.commit_tree(&head);
+        let b = r.branch_mut(branch)?;
+        b.head = head;
+        b.working = working;
+        Ok(())
+    }
+
+    async fn upload_file(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        file: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ObjectInfo> {
+        drop(self.enter("upload_file")?);
+        let data = std::fs::read(file).map_err(|e| LakeFsError::Transport(format!("{}: {e}", file.display())))?;
+        self.put_object_with_metadata(repo, branch, path, data, metadata.clone())
+    }
+
+    async fn remove_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
+        drop(self.enter("remove_object")?);
+        self.delete_object(repo, branch, path)
+    }
+
+    async fn copy_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        source_ref: &str,
+        source_path: &str,
+        dest_path: &str,
+    ) -> Result<ObjectInfo> {
+        let mut state = self.enter("copy_object")?;
+        let mtime = state.tick();
+        let r = state.repo_mut(repo)?;
+        let mut object = r
+            .tree(source_ref)?
+            .get(source_path)
+            .cloned()
+            .ok_or_else(|| LakeFsError::NotFound(format!("{source_path} not found")))?;
+        object.mtime = mtime;
+        let info = object_info(dest_path, &object);
+        r.branch_mut(branch)?.working.insert(dest_path.to_string(), object);
+        Ok(info)
     }
 }
 

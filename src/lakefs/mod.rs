@@ -169,7 +169,60 @@ pub struct ObjectBytes {
     pub etag: Option<String>,
 }
 
+/// How a path differs between two sides of a diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffKind {
+    Added,
+    Removed,
+    Changed,
+    /// Changed on both sides of a three-dot diff in ways a merge cannot reconcile.
+    Conflict,
+    PrefixChanged,
+}
+
+/// One entry of a branch or ref diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffEntry {
+    pub path: String,
+    pub kind: DiffKind,
+    pub size: Option<u64>,
+}
+
+/// How a merge resolves conflicting paths; `None` in a merge call means "a conflict is an error".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeStrategy {
+    SourceWins,
+    DestWins,
+}
+
+impl MergeStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SourceWins => "source-wins",
+            Self::DestWins => "dest-wins",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "source-wins" => Some(Self::SourceWins),
+            "dest-wins" => Some(Self::DestWins),
+            _ => None,
+        }
+    }
+}
+
+/// Commit message and metadata, as `lakectl commit -m ... --meta k=v` sends them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitRequest {
+    pub message: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// Everything the filesystem needs from lakeFS. One call is one request (before retries); paging is the caller's.
+///
+/// The write half (branch creation through object copy) is named apart from the mock's own helpers, which act as
+/// *another client* in tests.
 pub trait LakeFs: Send + Sync + 'static {
     /// One page of repositories, sorted by id, strictly after `after`.
     fn list_repositories(&self, after: &str) -> impl Future<Output = Result<Page<Repository>>> + Send;
@@ -198,6 +251,71 @@ pub trait LakeFs: Send + Sync + 'static {
         path: &str,
         range: Range<u64>,
     ) -> impl Future<Output = Result<ObjectBytes>> + Send;
+
+    /// Create branch `name` from `source` (`hidden` keeps it out of branch listings); `Conflict` if it exists.
+    fn create_branch_from(
+        &self,
+        repo: &str,
+        name: &str,
+        source: &str,
+        hidden: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// One page of a branch's uncommitted changes, strictly after `after`.
+    fn diff_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        after: &str,
+    ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send;
+    /// One page of the three-dot diff `left...right`: what merging `right` into `left` would change.
+    fn diff_refs(
+        &self,
+        repo: &str,
+        left: &str,
+        right: &str,
+        after: &str,
+    ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send;
+    /// Commit a branch's uncommitted changes; `BadRequest` ("no changes") when there are none.
+    fn commit_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        request: &CommitRequest,
+    ) -> impl Future<Output = Result<CommitInfo>> + Send;
+    /// Merge `source` into branch `destination`; returns the merge commit id. `Conflict` on conflicts (without a
+    /// strategy), `PreconditionFailed` when a pre-merge hook refuses, `BadRequest` for no changes or a dirty
+    /// destination.
+    fn merge_refs(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        request: &CommitRequest,
+        strategy: Option<MergeStrategy>,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Point `branch` at `reference` and drop its uncommitted changes.
+    fn hard_reset_branch(&self, repo: &str, branch: &str, reference: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Write the contents of local `file` to `path` on `branch` with `metadata` (reserved `::lakefs::` keys
+    /// included) as the object's whole user metadata.
+    fn upload_file(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        file: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send;
+    /// Stage the deletion of `path` on `branch`; a missing path is not an error.
+    fn remove_object(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Server-side copy of `source_ref:source_path` to `dest_path` on branch `branch`.
+    fn copy_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        source_ref: &str,
+        source_path: &str,
+        dest_path: &str,
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send;
 }
 
 impl<T: LakeFs> LakeFs for Arc<T> {
@@ -238,6 +356,76 @@ impl<T: LakeFs> LakeFs for Arc<T> {
         range: Range<u64>,
     ) -> impl Future<Output = Result<ObjectBytes>> + Send {
         (**self).get_object_range(repo, reference, path, range)
+    }
+    fn create_branch_from(
+        &self,
+        repo: &str,
+        name: &str,
+        source: &str,
+        hidden: bool,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).create_branch_from(repo, name, source, hidden)
+    }
+    fn diff_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        after: &str,
+    ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send {
+        (**self).diff_branch(repo, branch, after)
+    }
+    fn diff_refs(
+        &self,
+        repo: &str,
+        left: &str,
+        right: &str,
+        after: &str,
+    ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send {
+        (**self).diff_refs(repo, left, right, after)
+    }
+    fn commit_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        request: &CommitRequest,
+    ) -> impl Future<Output = Result<CommitInfo>> + Send {
+        (**self).commit_branch(repo, branch, request)
+    }
+    fn merge_refs(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        request: &CommitRequest,
+        strategy: Option<MergeStrategy>,
+    ) -> impl Future<Output = Result<String>> + Send {
+        (**self).merge_refs(repo, source, destination, request, strategy)
+    }
+    fn hard_reset_branch(&self, repo: &str, branch: &str, reference: &str) -> impl Future<Output = Result<()>> + Send {
+        (**self).hard_reset_branch(repo, branch, reference)
+    }
+    fn upload_file(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        file: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send {
+        (**self).upload_file(repo, branch, path, file, metadata)
+    }
+    fn remove_object(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<()>> + Send {
+        (**self).remove_object(repo, branch, path)
+    }
+    fn copy_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        source_ref: &str,
+        source_path: &str,
+        dest_path: &str,
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send {
+        (**self).copy_object(repo, branch, source_ref, source_path, dest_path)
     }
 }
 
@@ -320,5 +508,113 @@ impl LakeFs for RemoteLakeFs {
                 self.gateway.get_range(repo, reference, path, range.clone())
             })
             .await
+    }
+    async fn create_branch_from(&self, repo: &str, name: &str, source: &str, hidden: bool) -> Result<()> {
+        // A retry after a lost response finds the branch already there: that is success.
+        let mut attempts = 0;
+        self.retry
+            .run("create_branch", || {
+                attempts += 1;
+                let first = attempts == 1;
+                async move {
+                    match self.rest.create_branch(repo, name, source, hidden).await {
+                        Err(LakeFsError::Conflict(_)) if !first => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .await
+    }
+    async fn diff_branch(&self, repo: &str, branch: &str, after: &str) -> Result<Page<DiffEntry>> {
+        self.retry
+            .run("diff_branch", || self.rest.diff_branch(repo, branch, after))
+            .await
+    }
+    async fn diff_refs(&self, repo: &str, left: &str, right: &str, after: &str) -> Result<Page<DiffEntry>> {
+        self.retry
+            .run("diff_refs", || self.rest.diff_refs(repo, left, right, after))
+            .await
+    }
+    async fn commit_branch(&self, repo: &str, branch: &str, request: &CommitRequest) -> Result<CommitInfo> {
+        // Not idempotent: never retried (a lost response would commit twice or report a spurious "no changes").
+        self.once("commit_branch", self.rest.commit_branch(repo, branch, request))
+            .await
+    }
+    async fn merge_refs(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        request: &CommitRequest,
+        strategy: Option<MergeStrategy>,
+    ) -> Result<String> {
+        self.once(
+            "merge_refs",
+            self.rest.merge_refs(repo, source, destination, request, strategy),
+        )
+        .await
+    }
+    async fn hard_reset_branch(&self, repo: &str, branch: &str, reference: &str) -> Result<()> {
+        self.retry
+            .run("hard_reset_branch", || {
+                self.rest.hard_reset_branch(repo, branch, reference)
+            })
+            .await
+    }
+    async fn upload_file(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        file: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ObjectInfo> {
+        if metadata.is_empty() {
+            // Data goes through the gateway (multipart when large); the stats come from the REST API.
+            self.retry
+                .run("put_object", || self.gateway.put_file(repo, branch, path, file))
+                .await?;
+        } else {
+            // Reserved `::lakefs::` keys can only be set through the REST upload's `x-lakefs-internal-*` headers.
+            self.retry
+                .run("upload_object", || {
+                    self.rest.upload_file(repo, branch, path, file, metadata)
+                })
+                .await?;
+        }
+        self.stat_object(repo, branch, path).await
+    }
+    async fn remove_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
+        self.retry
+            .run("delete_object", || self.rest.delete_object(repo, branch, path))
+            .await
+    }
+    async fn copy_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        source_ref: &str,
+        source_path: &str,
+        dest_path: &str,
+    ) -> Result<ObjectInfo> {
+        self.retry
+            .run("copy_object", || {
+                self.rest.copy_object(repo, branch, source_ref, source_path, dest_path)
+            })
+            .await
+    }
+}
+
+impl RemoteLakeFs {
+    /// One attempt under the request deadline, for calls that must not be repeated blindly.
+    async fn once<T>(&self, operation: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        // Commits and merges run hooks, which may take long: allow a generous multiple of the deadline.
+        let deadline = self.retry.request_timeout.saturating_mul(4);
+        match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(LakeFsError::Timeout(format!(
+                "{operation} took longer than {deadline:?}"
+            ))),
+        }
     }
 }

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{
-    ClientConfig, CommitInfo, LakeFsError, ListEntry, ListRequest, ObjectInfo, Page, RefInfo, Repository, Result,
-    MAX_PAGE,
+    ClientConfig, CommitInfo, CommitRequest, DiffEntry, DiffKind, LakeFsError, ListEntry, ListRequest, MergeStrategy,
+    ObjectInfo, Page, RefInfo, Repository, Result, MAX_PAGE,
 };
 
 /// Characters left alone in a path segment (RFC 3986 unreserved).
@@ -115,6 +115,38 @@ impl ObjectStatsJson {
             ))),
         }
     }
+}
+
+#[derive(Deserialize)]
+struct DiffJson {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    size_bytes: Option<u64>,
+}
+
+impl DiffJson {
+    fn into_entry(self) -> Result<DiffEntry> {
+        let kind = match self.kind.as_str() {
+            "added" => DiffKind::Added,
+            "removed" => DiffKind::Removed,
+            "changed" => DiffKind::Changed,
+            "conflict" => DiffKind::Conflict,
+            "prefix_changed" => DiffKind::PrefixChanged,
+            other => return Err(LakeFsError::Protocol(format!("unknown diff type {other:?}"))),
+        };
+        Ok(DiffEntry {
+            path: self.path,
+            kind,
+            size: self.size_bytes,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct MergeJson {
+    reference: String,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +310,161 @@ impl RestClient {
             .query(&query);
         let response: ListResponse<ObjectStatsJson> = self.send_json(request).await?;
         page(response, ObjectStatsJson::into_entry)
+    }
+}
+
+/// Header prefix that stores `::lakefs::<rest>` metadata keys on upload (lakefs-api.md 5.6).
+const INTERNAL_META_HEADER: &str = "x-lakefs-internal-";
+/// Header prefix for ordinary user metadata on upload.
+const USER_META_HEADER: &str = "x-lakefs-meta-";
+const RESERVED_META_PREFIX: &str = "::lakefs::";
+
+impl RestClient {
+    async fn send_empty(&self, request: RequestBuilder) -> Result<()> {
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(error_from_body(status, &body))
+        }
+    }
+
+    pub async fn create_branch(&self, repo: &str, name: &str, source: &str, hidden: bool) -> Result<()> {
+        let body = serde_json::json!({ "name": name, "source": source, "hidden": hidden });
+        // 201 with the commit id as plain text.
+        self.send_empty(
+            self.request(Method::POST, &["repositories", repo, "branches"])
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn diff_branch(&self, repo: &str, branch: &str, after: &str) -> Result<Page<DiffEntry>> {
+        let request = self
+            .request(Method::GET, &["repositories", repo, "branches", branch, "diff"])
+            .query(&[("after", after), ("amount", "1000")]);
+        let response: ListResponse<DiffJson> = self.send_json(request).await?;
+        page(response, DiffJson::into_entry)
+    }
+
+    pub async fn diff_refs(&self, repo: &str, left: &str, right: &str, after: &str) -> Result<Page<DiffEntry>> {
+        let request = self
+            .request(Method::GET, &["repositories", repo, "refs", left, "diff", right])
+            .query(&[("after", after), ("amount", "1000"), ("type", "three_dot")]);
+        let response: ListResponse<DiffJson> = self.send_json(request).await?;
+        page(response, DiffJson::into_entry)
+    }
+
+    pub async fn commit_branch(&self, repo: &str, branch: &str, commit: &CommitRequest) -> Result<CommitInfo> {
+        let body = serde_json::json!({ "message": commit.message, "metadata": commit.metadata });
+        let request = self
+            .request(Method::POST, &["repositories", repo, "branches", branch, "commits"])
+            .json(&body);
+        let c: CommitJson = self.send_json(request).await?;
+        Ok(CommitInfo {
+            id: c.id,
+            creation_date: c.creation_date,
+        })
+    }
+
+    pub async fn merge_refs(
+        &self,
+        repo: &str,
+        source: &str,
+        destination: &str,
+        commit: &CommitRequest,
+        strategy: Option<MergeStrategy>,
+    ) -> Result<String> {
+        let mut body = serde_json::json!({ "metadata": commit.metadata });
+        if !commit.message.is_empty() {
+            body["message"] = commit.message.clone().into();
+        }
+        if let Some(strategy) = strategy {
+            body["strategy"] = strategy.as_str().into();
+        }
+        let request = self
+            .request(
+                Method::POST,
+                &["repositories", repo, "refs", source, "merge", destination],
+            )
+            .json(&body);
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if status == StatusCode::CONFLICT {
+            // lakeFS answers a conflict with a MergeResult body, not an error message.
+            return Err(LakeFsError::Conflict(format!(
+                "merging {source} into {destination}: conflict"
+            )));
+        }
+        if !status.is_success() {
+            return Err(error_from_body(status, &bytes));
+        }
+        let merged: MergeJson = serde_json::from_slice(&bytes)
+            .map_err(|e| LakeFsError::Protocol(format!("invalid merge response: {e}")))?;
+        Ok(merged.reference)
+    }
+
+    pub async fn hard_reset_branch(&self, repo: &str, branch: &str, reference: &str) -> Result<()> {
+        let request = self
+            .request(Method::PUT, &["repositories", repo, "branches", branch, "hard_reset"])
+            .query(&[("ref", reference)]);
+        self.send_empty(request).await
+    }
+
+    /// Raw-body upload; metadata keys become `x-lakefs-meta-*` / `x-lakefs-internal-*` headers.
+    pub async fn upload_file(
+        &self,
+        repo: &str,
+        branch: &str,
+        path: &str,
+        file: &std::path::Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let data = tokio::fs::read(file)
+            .await
+            .map_err(|e| LakeFsError::Transport(format!("reading {}: {e}", file.display())))?;
+        let mut request = self
+            .request(Method::POST, &["repositories", repo, "branches", branch, "objects"])
+            .query(&[("path", path)])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        for (key, value) in metadata {
+            let header = match key.strip_prefix(RESERVED_META_PREFIX) {
+                Some(rest) => format!("{INTERNAL_META_HEADER}{rest}"),
+                None => format!("{USER_META_HEADER}{key}"),
+            };
+            request = request.header(header, value);
+        }
+        self.send_empty(request.body(data)).await
+    }
+
+    pub async fn delete_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
+        let request = self
+            .request(Method::DELETE, &["repositories", repo, "branches", branch, "objects"])
+            .query(&[("path", path)]);
+        self.send_empty(request).await
+    }
+
+    pub async fn copy_object(
+        &self,
+        repo: &str,
+        branch: &str,
+        source_ref: &str,
+        source_path: &str,
+        dest_path: &str,
+    ) -> Result<ObjectInfo> {
+        let body = serde_json::json!({ "src_path": source_path, "src_ref": source_ref });
+        let request = self
+            .request(
+                Method::POST,
+                &["repositories", repo, "branches", branch, "objects", "copy"],
+            )
+            .query(&[("dest_path", dest_path)])
+            .json(&body);
+        let stats: ObjectStatsJson = self.send_json(request).await?;
+        Ok(stats.into_object())
     }
 }
 

@@ -53,6 +53,9 @@ pub fn fs_config(options: &MountOptions) -> FsConfig {
         read_only: options.read_only,
         cache_dir: options.cache_dir.clone(),
         cache_size: options.cache_size.unwrap_or(defaults.cache_size),
+        // Staged writes live next to the cache when the user chose a cache directory.
+        staging_dir: options.cache_dir.as_ref().map(|dir| dir.join("staging")),
+        max_staging: options.max_staging.unwrap_or(defaults.max_staging),
         ..defaults
     }
 }
@@ -123,6 +126,12 @@ where
         fs_config.cache_dir = Some(std::path::absolute(&dir).with_context(|| format!("cache_dir {}", dir.display()))?);
     }
     let mountpoint = check_mountpoint(&request.mountpoint)?;
+    if let Some(dir) = fs_config.staging_dir.take() {
+        fs_config.staging_dir =
+            Some(std::path::absolute(&dir).with_context(|| format!("staging dir {}", dir.display()))?);
+    }
+    // With the host name, the mountpoint names the staging branches, so a restarted mount resumes its own.
+    fs_config.mountpoint = mountpoint.to_string_lossy().into_owned();
     check_fuse_device()?;
     let log_file = request
         .options

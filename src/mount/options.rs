@@ -47,6 +47,8 @@ pub struct MountOptions {
     pub max_memory: Option<u64>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
+    /// Bytes of written data staged locally at most.
+    pub max_staging: Option<u64>,
     pub threads: Option<usize>,
     pub read_only: bool,
     pub allow_other: bool,
@@ -162,6 +164,7 @@ impl MountOptions {
                 "max_memory" => self.max_memory = Some(parse_size(&need()?).map_err(invalid)?),
                 "cache_dir" => self.cache_dir = Some(PathBuf::from(need()?)),
                 "cache_size" => self.cache_size = Some(parse_size(&need()?).map_err(invalid)?),
+                "max_staging" => self.max_staging = Some(parse_size(&need()?).map_err(invalid)?),
                 "threads" => self.threads = Some(need()?.parse().map_err(|_| invalid("not a number".into()))?),
                 "read_only" | "ro" => self.read_only = true,
                 "allow_other" => self.allow_other = true,

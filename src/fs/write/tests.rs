@@ -1,0 +1,710 @@
+//! The write model against `MockLakeFs`: staging branch lifecycle, overlay, local files, control operations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::fs::{DirEntry, Entry, FileKind, Filesystem, FsConfig, FsResult, InodeNo, OpenMode, SetAttr, Source};
+use crate::lakefs::mock::MockLakeFs;
+use crate::lakefs::{LakeFs, LakeFsError, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
+
+struct Harness {
+    mock: Arc<MockLakeFs>,
+    fs: Filesystem<MockLakeFs>,
+    _staging: tempfile::TempDir,
+}
+
+fn config(staging: &std::path::Path) -> FsConfig {
+    FsConfig {
+        metadata_ttl: Duration::ZERO,
+        block_size: 4096,
+        staging_dir: Some(staging.to_path_buf()),
+        max_staging: 1 << 20,
+        host: "test-host".into(),
+        mountpoint: "/mnt/test".into(),
+        ..FsConfig::default()
+    }
+}
+
+async fn harness_on(mock: Arc<MockLakeFs>, source: &str) -> Harness {
+    let staging = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config(staging.path()))
+        .await
+        .unwrap();
+    Harness {
+        mock,
+        fs,
+        _staging: staging,
+    }
+}
+
+async fn harness() -> Harness {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    harness_on(mock, "lakefs://repo/main").await
+}
+
+impl Harness {
+    async fn walk(&self, path: &str) -> FsResult<Entry> {
+        let mut entry = self.fs.getattr(InodeNo::ROOT).await?;
+        for name in path.split('/').filter(|s| !s.is_empty()) {
+            entry = self.fs.lookup(entry.attr.ino, name).await?;
+        }
+        Ok(entry)
+    }
+
+    /// Parent inode and last name of `path`.
+    async fn parent(&self, path: &str) -> FsResult<(InodeNo, String)> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        Ok((self.walk(dir).await?.attr.ino, name.to_string()))
+    }
+
+    /// `open(O_WRONLY|O_CREAT|O_TRUNC)`, write, close.
+    async fn write_file(&self, path: &str, data: &[u8]) -> FsResult<()> {
+        let fh = match self.walk(path).await {
+            Ok(entry) => {
+                self.fs
+                    .open(
+                        entry.attr.ino,
+                        OpenMode {
+                            write: true,
+                            truncate: true,
+                        },
+                    )
+                    .await?
+                    .fh
+            }
+            Err(_) => {
+                self.mkdir_p(path.rsplit_once('/').map_or("", |(dir, _)| dir)).await?;
+                let (parent, name) = self.parent(path).await?;
+                self.fs.create(parent, &name, 0o644).await?.1.fh
+            }
+        };
+        self.fs.write(fh, 0, data).await?;
+        let flushed = self.fs.flush(fh).await;
+        self.fs.release(fh);
+        flushed
+    }
+
+    /// `mkdir -p`.
+    async fn mkdir_p(&self, dir: &str) -> FsResult<()> {
+        let mut ino = self.walk("").await?.attr.ino;
+        for name in dir.split('/').filter(|s| !s.is_empty()) {
+            ino = match self.fs.lookup(ino, name).await {
+                Ok(entry) => entry.attr.ino,
+                Err(_) => self.fs.mkdir(ino, name).await?.attr.ino,
+            };
+        }
+        Ok(())
+    }
+
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> FsResult<()> {
+        let entry = self.walk(path).await?;
+        let opened = self
+            .fs
+            .open(
+                entry.attr.ino,
+                OpenMode {
+                    write: true,
+                    truncate: false,
+                },
+            )
+            .await?;
+        self.fs.write(opened.fh, offset, data).await?;
+        let flushed = self.fs.flush(opened.fh).await;
+        self.fs.release(opened.fh);
+        flushed
+    }
+
+    async fn cat(&self, path: &str) -> FsResult<Vec<u8>> {
+        let entry = self.walk(path).await?;
+        let opened = self.fs.open(entry.attr.ino, OpenMode::default()).await?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.fs.read(opened.fh, out.len() as u64, 1000).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        self.fs.release(opened.fh);
+        Ok(out)
+    }
+
+    async fn ls(&self, path: &str) -> Vec<String> {
+        let ino = self.walk(path).await.unwrap().attr.ino;
+        let fh = self.fs.opendir(ino).await.unwrap();
+        let mut entries: Vec<DirEntry> = Vec::new();
+        self.fs.readdir(ino, fh, 0, false, &mut entries).await.unwrap();
+        self.fs.releasedir(fh);
+        entries
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    }
+
+    async fn control(&self, file: &str, data: &str) -> FsResult<()> {
+        let entry = self.walk(&format!(".lakefs/{file}")).await?;
+        let opened = self
+            .fs
+            .open(
+                entry.attr.ino,
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            )
+            .await?;
+        let result = self.fs.write(opened.fh, 0, data.as_bytes()).await.map(|_| ());
+        self.fs.release(opened.fh);
+        result
+    }
+
+    async fn status(&self) -> String {
+        String::from_utf8(self.cat(".lakefs/status").await.unwrap()).unwrap()
+    }
+
+    async fn unlink(&self, path: &str) -> FsResult<()> {
+        let (parent, name) = self.parent(path).await?;
+        self.fs.unlink(parent, &name).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        let (parent, name) = self.parent(from).await?;
+        let (new_parent, new_name) = self.parent(to).await?;
+        self.fs.rename(parent, &name, new_parent, &new_name, false).await
+    }
+
+    fn staging(&self) -> String {
+        crate::staging::staging_branch_name("test-host", "/mnt/test", "repo", "main")
+    }
+
+    fn on(&self, reference: &str) -> BTreeMap<String, Vec<u8>> {
+        self.mock
+            .snapshot("repo", reference)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect()
+    }
+}
+
+fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_write_creates_a_hidden_staging_branch_and_branch_readers_see_nothing() {
+    let h = harness().await;
+    assert_eq!(
+        h.mock.is_hidden_branch("repo", &h.staging()),
+        None,
+        "no branch before a write"
+    );
+    h.write_file("a.txt", b"hello").await.unwrap();
+    assert_eq!(h.mock.is_hidden_branch("repo", &h.staging()), Some(true));
+    assert_eq!(h.on(&h.staging()), files(&[("a.txt", "hello")]));
+    assert!(h.on("main").is_empty(), "main must not see uncommitted writes");
+    assert_eq!(h.cat("a.txt").await.unwrap(), b"hello");
+    assert_eq!(h.ls("").await, ["a.txt"]);
+    let staging = String::from_utf8(h.cat(".lakefs/staging").await.unwrap()).unwrap();
+    assert_eq!(staging.trim(), h.staging());
+}
+
+#[tokio::test]
+async fn commit_merges_everything_into_the_branch_and_then_has_nothing_to_do() {
+    let h = harness().await;
+    h.write_file("dir/a", b"1").await.unwrap();
+    h.write_file("b", b"2").await.unwrap();
+    h.control("commit", "first\n").await.unwrap();
+    assert_eq!(h.on("main"), files(&[("b", "2"), ("dir/a", "1")]));
+    let head = h.mock.get_branch("repo", "main").await.unwrap().commit_id;
+    assert_eq!(
+        String::from_utf8(h.cat(".lakefs/commit").await.unwrap())
+            .unwrap()
+            .trim(),
+        head
+    );
+    assert_eq!(h.on(&h.staging()), h.on("main"), "S is reset to B's new head");
+    let err = h.control("commit", "again").await.unwrap_err();
+    assert_eq!(err.errno, libc::ENODATA, "{err}");
+    assert_eq!(
+        h.cat("dir/a").await.unwrap(),
+        b"1",
+        "committed files read from the branch"
+    );
+    assert!(h.status().await.contains("uncommitted changes: 0"));
+}
+
+#[tokio::test]
+async fn nothing_written_commit_is_enodata_and_bad_input_is_einval() {
+    let h = harness().await;
+    assert_eq!(h.control("commit", "msg").await.unwrap_err().errno, libc::ENODATA);
+    assert_eq!(h.control("commit", "  \n").await.unwrap_err().errno, libc::EINVAL);
+    assert_eq!(h.control("commit", "{not json").await.unwrap_err().errno, libc::EINVAL);
+    assert_eq!(h.control("merge", "").await.unwrap_err().errno, libc::EINVAL);
+    assert_eq!(h.control("merge", "nope").await.unwrap_err().errno, libc::EINVAL);
+    assert_eq!(h.control("merge", "main").await.unwrap_err().errno, libc::EINVAL);
+}
+
+#[tokio::test]
+async fn other_clients_see_their_own_writes_and_ours_after_the_commit() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "theirs", "t").unwrap();
+    h.write_file("ours", b"o").await.unwrap();
+    assert_eq!(h.ls("").await, ["ours", "theirs"]);
+    h.control("commit", r#"{"message":"m","metadata":{"k":"v"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(h.on("main"), files(&[("ours", "o"), ("theirs", "t")]));
+    // Both are committed: main has no uncommitted changes left.
+    assert!(h.mock.diff_branch("repo", "main", "").await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn overwrite_in_place_append_truncate_and_sparse_writes() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "f", "abcdef").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.write_at("f", 2, b"XY").await.unwrap();
+    assert_eq!(h.cat("f").await.unwrap(), b"abXYef");
+    h.write_at("f", 6, b"gh").await.unwrap();
+    assert_eq!(h.cat("f").await.unwrap(), b"abXYefgh");
+    let ino = h.walk("f").await.unwrap().attr.ino;
+    let entry =
+        h.fs.setattr(
+            ino,
+            SetAttr {
+                size: Some(3),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.attr.size, 3);
+    assert_eq!(
+        h.on(&h.staging())["f"],
+        b"abX",
+        "truncate without a handle uploads at once"
+    );
+    h.write_at("f", 10, b"Z").await.unwrap();
+    let mut expected = b"abX".to_vec();
+    expected.resize(10, 0);
+    expected.push(b'Z');
+    assert_eq!(h.cat("f").await.unwrap(), expected);
+    assert_eq!(h.walk("f").await.unwrap().attr.size, 11);
+    h.write_file("f", b"new").await.unwrap();
+    assert_eq!(h.cat("f").await.unwrap(), b"new");
+    assert_eq!(h.on("main")["f"], b"abcdef");
+}
+
+#[tokio::test]
+async fn unlink_hides_the_file_and_the_commit_deletes_it() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "d/x", "1").unwrap();
+    h.mock.put_object("repo", "main", "d/y", "2").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.unlink("d/x").await.unwrap();
+    assert_eq!(h.ls("d").await, ["y"]);
+    assert_eq!(h.walk("d/x").await.unwrap_err().errno, libc::ENOENT);
+    h.unlink("d/y").await.unwrap();
+    assert!(h.ls("d").await.is_empty(), "an emptied directory stays until rmdir");
+    let root = h.walk("").await.unwrap().attr.ino;
+    h.fs.rmdir(root, "d").await.unwrap();
+    assert!(h.ls("").await.is_empty());
+    assert_eq!(h.on("main").len(), 2);
+    h.control("commit", "rm").await.unwrap();
+    assert!(h.on("main").is_empty());
+}
+
+#[tokio::test]
+async fn rename_files_and_directories() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "src/a", "A").unwrap();
+    h.mock.put_object("repo", "main", "src/sub/b", "B").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.write_file("src/c", b"C").await.unwrap();
+    // Editor pattern: write a temp file, rename it over the original.
+    h.write_file("src/.a.swp", b"A2").await.unwrap();
+    h.rename("src/.a.swp", "src/a").await.unwrap();
+    assert_eq!(h.cat("src/a").await.unwrap(), b"A2");
+    assert_eq!(h.ls("src").await, ["a", "c", "sub"]);
+    h.rename("src", "dst").await.unwrap();
+    assert_eq!(h.walk("src").await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(h.ls("dst").await, ["a", "c", "sub"]);
+    assert_eq!(h.cat("dst/sub/b").await.unwrap(), b"B");
+    assert_eq!(h.cat("dst/c").await.unwrap(), b"C");
+    h.control("commit", "mv").await.unwrap();
+    assert_eq!(
+        h.on("main"),
+        files(&[("dst/a", "A2"), ("dst/c", "C"), ("dst/sub/b", "B")])
+    );
+}
+
+#[tokio::test]
+async fn mkdir_is_local_until_a_file_lands_and_rmdir_refuses_non_empty() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    h.fs.mkdir(root, "empty").await.unwrap();
+    assert_eq!(h.fs.mkdir(root, "empty").await.unwrap_err().errno, libc::EEXIST);
+    assert_eq!(h.ls("").await, ["empty"]);
+    assert_eq!(h.walk("empty").await.unwrap().attr.kind, FileKind::Directory);
+    h.write_file("empty/f", b"x").await.unwrap();
+    assert_eq!(h.fs.rmdir(root, "empty").await.unwrap_err().errno, libc::ENOTEMPTY);
+    h.unlink("empty/f").await.unwrap();
+    h.fs.rmdir(root, "empty").await.unwrap();
+    assert!(h.ls("").await.is_empty());
+    assert!(h.on(&h.staging()).is_empty());
+}
+
+#[tokio::test]
+async fn chmod_utimens_and_symlinks_use_the_reserved_metadata_keys() {
+    let h = harness().await;
+    h.write_file("f", b"data").await.unwrap();
+    let ino = h.walk("f").await.unwrap().attr.ino;
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let entry =
+        h.fs.setattr(
+            ino,
+            SetAttr {
+                mode: Some(0o600),
+                mtime: Some(mtime),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(entry.attr.perm, 0o600);
+    assert_eq!(entry.attr.mtime, mtime);
+    let metadata = h.mock.metadata("repo", &h.staging(), "f").unwrap();
+    let perms: serde_json::Value = serde_json::from_str(&metadata[META_POSIX_PERMISSIONS]).unwrap();
+    assert_eq!(perms["Mode"], 0o100600);
+    assert_eq!(metadata[crate::lakefs::META_CLIENT_MTIME], "1000000");
+    let root = h.walk("").await.unwrap().attr.ino;
+    let link = h.fs.symlink(root, "link", "f").await.unwrap();
+    assert_eq!(link.attr.kind, FileKind::Symlink);
+    assert_eq!(h.fs.readlink(link.attr.ino).await.unwrap(), "f");
+    assert_eq!(
+        h.mock.metadata("repo", &h.staging(), "link").unwrap()[META_SYMLINK_TARGET],
+        "f"
+    );
+    h.control("commit", "meta").await.unwrap();
+    // After the commit the same names read from the branch, with the same attributes.
+    assert_eq!(h.walk("f").await.unwrap().attr.perm, 0o600);
+    assert_eq!(h.walk("link").await.unwrap().attr.kind, FileKind::Symlink);
+}
+
+#[tokio::test]
+async fn merge_conflict_is_ebusy_names_the_path_and_a_retry_after_the_fix_succeeds() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "shared", "base").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.write_file("shared", b"ours").await.unwrap();
+    h.write_file("other", b"o").await.unwrap();
+    h.mock.put_object("repo", "main", "shared", "theirs").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    let err = h.control("commit", "clash").await.unwrap_err();
+    assert_eq!(err.errno, libc::EBUSY, "{err}");
+    let status = h.status().await;
+    assert!(status.contains("shared"), "{status}");
+    assert_eq!(h.on("main")["shared"], b"theirs");
+    assert!(!h.on("main").contains_key("other"), "nothing reaches main on failure");
+    assert_eq!(
+        h.cat("shared").await.unwrap(),
+        b"ours",
+        "the mount still shows its writes"
+    );
+    assert_eq!(h.cat("other").await.unwrap(), b"o");
+    // Fix: the other side takes our version; the retry merges the commit already on S.
+    h.mock.put_object("repo", "main", "shared", "ours").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.control("commit", "retry").await.unwrap();
+    assert_eq!(h.on("main")["other"], b"o");
+}
+
+#[tokio::test]
+async fn merge_hook_refusal_is_eperm_with_the_message_in_status() {
+    let h = harness().await;
+    h.mock.create_branch("repo", "ingest", "main", false).unwrap();
+    let h = harness_on(h.mock.clone(), "lakefs://repo/ingest").await;
+    h.mock.put_object("repo", "ingest", "sync/1.csv", "a,b").unwrap();
+    assert_eq!(
+        h.ls("sync").await,
+        ["1.csv"],
+        "other clients' uncommitted files are visible"
+    );
+    h.mock.set_merge_hook(Some(Box::new(|dest| {
+        (dest == "main").then(|| "schema check failed: column x".into())
+    })));
+    let err = h.control("merge", "main").await.unwrap_err();
+    assert_eq!(err.errno, libc::EPERM, "{err}");
+    assert!(h.status().await.contains("schema check failed: column x"));
+    assert!(h.on("main").is_empty());
+    h.mock.set_merge_hook(None);
+    h.control("merge", r#"{"into":"main","message":"expose"}"#)
+        .await
+        .unwrap();
+    assert_eq!(h.on("main"), files(&[("sync/1.csv", "a,b")]));
+    let merge = String::from_utf8(h.cat(".lakefs/merge").await.unwrap()).unwrap();
+    assert!(merge.contains("ingest into main"), "{merge}");
+}
+
+#[tokio::test]
+async fn discard_drops_every_uncommitted_change() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "keep", "k").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.write_file("new", b"n").await.unwrap();
+    h.unlink("keep").await.unwrap();
+    h.control("discard", "\n").await.unwrap();
+    assert_eq!(h.ls("").await, ["keep"]);
+    assert!(h.on(&h.staging()).contains_key("keep"));
+    assert!(!h.on(&h.staging()).contains_key("new"));
+    assert_eq!(h.control("commit", "m").await.unwrap_err().errno, libc::ENODATA);
+}
+
+#[tokio::test]
+async fn a_restarted_mount_resumes_its_staging_branch() {
+    let h = harness().await;
+    h.mock.put_object("repo", "main", "gone", "g").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    h.write_file("kept", b"written before the restart").await.unwrap();
+    h.unlink("gone").await.unwrap();
+    let again = harness_on(h.mock.clone(), "lakefs://repo/main").await;
+    assert_eq!(again.ls("").await, ["kept"]);
+    assert_eq!(again.cat("kept").await.unwrap(), b"written before the restart");
+    again.write_at("kept", 0, b"W").await.unwrap();
+    assert_eq!(again.cat("kept").await.unwrap(), b"Written before the restart");
+    again.control("commit", "resumed").await.unwrap();
+    assert_eq!(again.on("main"), files(&[("kept", "Written before the restart")]));
+}
+
+#[tokio::test]
+async fn tags_and_read_only_mounts_refuse_every_change_with_erofs() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    mock.put_object("repo", "main", "f", "x").unwrap();
+    mock.commit("repo", "main").unwrap();
+    mock.create_tag("repo", "v1", "main").unwrap();
+    let h = harness_on(mock.clone(), "lakefs://repo/v1").await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let file = h.walk("f").await.unwrap().attr.ino;
+    let write = OpenMode {
+        write: true,
+        truncate: false,
+    };
+    assert_eq!(h.fs.open(file, write).await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(h.fs.create(root, "n", 0o644).await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(h.fs.mkdir(root, "d").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(h.fs.unlink(root, "f").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(
+        h.fs.rename(root, "f", root, "g", false).await.unwrap_err().errno,
+        libc::EROFS
+    );
+    assert_eq!(h.control("commit", "m").await.unwrap_err().errno, libc::EROFS);
+
+    let staging = tempfile::tempdir().unwrap();
+    let read_only = FsConfig {
+        read_only: true,
+        ..config(staging.path())
+    };
+    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), read_only)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.create(InodeNo::ROOT, "n", 0o644).await.unwrap_err().errno,
+        libc::EROFS
+    );
+    assert_eq!(mock.is_hidden_branch("repo", &h.staging()), None);
+}
+
+#[tokio::test]
+async fn upload_errors_reach_close_and_status_and_lose_nothing() {
+    let h = harness().await;
+    h.write_file("f", b"first").await.unwrap();
+    h.mock
+        .fail_next("upload_file", LakeFsError::Unavailable("server down".into()));
+    let err = h.write_file("f", b"second").await.unwrap_err();
+    assert_eq!(err.errno, libc::EIO, "{err}");
+    assert!(h.status().await.contains("pending uploads: 1"), "{}", h.status().await);
+    assert_eq!(h.cat("f").await.unwrap(), b"second", "the local bytes stay");
+    h.control("commit", "after the outage").await.unwrap();
+    assert_eq!(h.on("main")["f"], b"second");
+}
+
+#[tokio::test]
+async fn writes_past_the_staging_budget_fail_with_enospc() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let (_, opened) = h.fs.create(root, "big", 0o644).await.unwrap();
+    let err = h.fs.write(opened.fh, 0, &vec![0u8; (1 << 20) + 1]).await.unwrap_err();
+    assert_eq!(err.errno, libc::ENOSPC);
+    h.fs.write(opened.fh, 0, b"fits").await.unwrap();
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+}
+
+#[tokio::test]
+async fn hard_links_and_special_files_are_refused() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    assert_eq!(h.fs.refuse_write(root, "link").errno, libc::EPERM);
+}
+
+/// One step of the random model test.
+#[derive(Debug, Clone)]
+enum Step {
+    Write(u8, Vec<u8>),
+    WriteAt(u8, u8, Vec<u8>),
+    Truncate(u8, u8),
+    Rename(u8, u8),
+    Unlink(u8),
+    Commit,
+    Discard,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let name = 0u8..4;
+    let data = proptest::collection::vec(any::<u8>(), 0..12);
+    prop_oneof![
+        3 => (name.clone(), data.clone()).prop_map(|(n, d)| Step::Write(n, d)),
+        2 => (name.clone(), 0u8..16, data).prop_map(|(n, o, d)| Step::WriteAt(n, o, d)),
+        1 => (name.clone(), 0u8..16).prop_map(|(n, s)| Step::Truncate(n, s)),
+        1 => (name.clone(), name.clone()).prop_map(|(a, b)| Step::Rename(a, b)),
+        1 => name.prop_map(Step::Unlink),
+        1 => Just(Step::Commit),
+        1 => Just(Step::Discard),
+    ]
+}
+
+fn key(n: u8) -> String {
+    format!("d/f{n}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random sequences against a model: `view` is what the mount shows, `committed` what the branch holds.
+    #[test]
+    fn random_sequences_match_the_model(steps in proptest::collection::vec(step(), 1..14)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let h = harness().await;
+            let mut view: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            let mut committed: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            // `d` exists once made, until a discard drops local directories.
+            let mut dir_exists = false;
+            for step in steps {
+                match step {
+                    Step::Write(n, data) => {
+                        dir_exists = true;
+                        h.write_file(&key(n), &data).await.unwrap();
+                        view.insert(key(n), data);
+                    }
+                    Step::WriteAt(n, offset, data) => {
+                        let Some(current) = view.get_mut(&key(n)) else { continue };
+                        h.write_at(&key(n), u64::from(offset), &data).await.unwrap();
+                        let end = usize::from(offset) + data.len();
+                        if current.len() < end {
+                            current.resize(end, 0);
+                        }
+                        current[usize::from(offset)..end].copy_from_slice(&data);
+                    }
+                    Step::Truncate(n, size) => {
+                        let Some(current) = view.get_mut(&key(n)) else { continue };
+                        let ino = h.walk(&key(n)).await.unwrap().attr.ino;
+                        let change = SetAttr { size: Some(u64::from(size)), ..SetAttr::default() };
+                        h.fs.setattr(ino, change).await.unwrap();
+                        current.resize(usize::from(size), 0);
+                    }
+                    Step::Rename(a, b) => {
+                        if a == b || !view.contains_key(&key(a)) {
+                            continue;
+                        }
+                        h.rename(&key(a), &key(b)).await.unwrap();
+                        let data = view.remove(&key(a)).unwrap();
+                        view.insert(key(b), data);
+                    }
+                    Step::Unlink(n) => {
+                        if view.remove(&key(n)).is_some() {
+                            h.unlink(&key(n)).await.unwrap();
+                        }
+                    }
+                    Step::Commit => {
+                        let result = h.control("commit", "step").await;
+                        if view == committed {
+                            prop_assert_eq!(result.unwrap_err().errno, libc::ENODATA);
+                        } else {
+                            result.unwrap();
+                            committed = view.clone();
+                        }
+                    }
+                    Step::Discard => {
+                        h.control("discard", "").await.unwrap();
+                        view = committed.clone();
+                        dir_exists = !committed.is_empty();
+                    }
+                }
+                for (path, data) in &view {
+                    prop_assert_eq!(&h.cat(path).await.unwrap(), data, "{}", path);
+                }
+                let listed: Vec<String> = if !dir_exists {
+                    prop_assert_eq!(h.walk("d").await.unwrap_err().errno, libc::ENOENT);
+                    Vec::new()
+                } else {
+                    h.ls("d").await.into_iter().map(|n| format!("d/{n}")).collect()
+                };
+                prop_assert_eq!(listed, view.keys().cloned().collect::<Vec<_>>());
+                prop_assert_eq!(&h.on("main"), &committed);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn files_not_uploaded_at_a_crash_are_uploaded_by_the_restarted_mount() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let source = || Source::parse("lakefs://repo/main").unwrap();
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    let (_, opened) = fs.create(InodeNo::ROOT, "open.txt", 0o644).await.unwrap();
+    fs.write(opened.fh, 0, b"written, never closed").await.unwrap();
+    let (_, closed) = fs.create(InodeNo::ROOT, "closed.txt", 0o644).await.unwrap();
+    fs.write(closed.fh, 0, b"closed").await.unwrap();
+    fs.flush(closed.fh).await.unwrap();
+    fs.release(closed.fh);
+    let staging_branch = crate::staging::staging_branch_name("test-host", "/mnt/test", "repo", "main");
+    assert!(!mock.snapshot("repo", &staging_branch).unwrap().contains_key("open.txt"));
+    // kill -9: nothing is dropped, nothing more is uploaded.
+    std::mem::forget(fs);
+
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    let on_staging = mock.snapshot("repo", &staging_branch).unwrap();
+    assert_eq!(&on_staging["open.txt"][..], b"written, never closed");
+    assert_eq!(&on_staging["closed.txt"][..], b"closed");
+    let entry = fs.lookup(InodeNo::ROOT, "open.txt").await.unwrap();
+    assert_eq!(entry.attr.size, 21);
+    drop(fs);
+    // Uploaded and clean: a third start finds nothing left to recover.
+    let fs = Filesystem::new(mock.clone(), source(), config(staging.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.requests("upload_file"),
+        2,
+        "one upload before the crash, one recovery, none after"
+    );
+    drop(fs);
+}
