@@ -21,7 +21,7 @@ mkdir -p "$dir"
 scripts/setup.sh
 echo "building lakefs-fuse (release)..."
 cargo build --release -q
-bin=$repo_root/target/release/lakefs-fuse
+bin=$(realpath "${CARGO_TARGET_DIR:-$repo_root/target}")/release/lakefs-fuse
 
 if ! curl -sf "$endpoint/_health" >/dev/null 2>&1; then
   nohup "$bin" serve --data-dir "$dir/data" --listen 127.0.0.1:8000 >"$dir/server.log" 2>&1 &
