@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 use super::{json_status, no_content, ApiError, ApiResult, AppState, JsonBody};
 use crate::server::store::{Repository, Store};
 
-/// Setting name under which the rules are stored, as JSON.
-const SETTING: &str = "branch_protection";
+const SETTING: &str = crate::server::store::BRANCH_PROTECTION_SETTING;
 
 pub(super) fn routes() -> Router {
     Router::new().route(
@@ -60,11 +59,7 @@ pub(super) fn check_write(
     if write == BranchWrite::Unprotected {
         return Ok(repo);
     }
-    let rules = load_rules(store, repository)?.0;
-    let protected = rules
-        .iter()
-        .any(|rule| glob::Pattern::new(&rule.pattern).is_ok_and(|p| p.matches(branch)));
-    if protected {
+    if store.is_branch_protected(repository, branch)? {
         let message = match write {
             BranchWrite::Commit => "cannot commit to protected branch",
             _ => "cannot write to protected branch",

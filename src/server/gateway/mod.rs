@@ -153,29 +153,13 @@ impl Ctx {
     }
 }
 
-/// Repository setting holding branch protection rules: a JSON list of `{"pattern": "<glob>"}`.
-const BRANCH_PROTECTION_SETTING: &str = "branch_protection";
-
-#[derive(serde::Deserialize)]
-struct ProtectionRule {
-    pattern: String,
-}
-
 /// Refuses writes to a read-only repository or a branch matching a protection rule (lakefs-api.md §7.4), as
 /// `Forbidden` errors that [`S3Error::from_write`] turns into `ErrReadOnlyRepository` / `ErrWriteToProtectedBranch`.
 pub fn check_writable(store: &Store, repo: &str, branch: &str) -> Result<(), StoreError> {
     if store.get_repository(repo)?.read_only {
         return Err(StoreError::Forbidden("read-only repository".to_string()));
     }
-    let Some(rules) = store.get_setting(repo, BRANCH_PROTECTION_SETTING)? else {
-        return Ok(());
-    };
-    let rules: Vec<ProtectionRule> = serde_json::from_str(&rules)
-        .map_err(|e| StoreError::Internal(format!("unreadable branch protection rules: {e}")))?;
-    let protected = rules
-        .iter()
-        .any(|rule| glob::Pattern::new(&rule.pattern).is_ok_and(|pattern| pattern.matches(branch)));
-    if protected {
+    if store.is_branch_protected(repo, branch)? {
         return Err(StoreError::Forbidden("cannot write to protected branch".to_string()));
     }
     Ok(())

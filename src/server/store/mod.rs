@@ -50,6 +50,9 @@ use serde::{Deserialize, Serialize};
 /// A 64-character lowercase hex commit id.
 pub type CommitId = String;
 
+/// Repository setting holding branch protection rules, in lakeFS's format: a JSON list of `{"pattern": "<glob>"}`.
+pub const BRANCH_PROTECTION_SETTING: &str = "branch_protection";
+
 /// Maximum page size of every listing (lakeFS `max_per_page`).
 pub const MAX_PAGE: usize = 1000;
 
@@ -455,6 +458,22 @@ impl Store {
     /// Sets the repository's `read_only` flag (lakeFS sets it at creation; enforcement is the front ends' job).
     pub fn set_repository_read_only(&self, id: &str, read_only: bool) -> Result<Repository, StoreError> {
         self.set_repository_read_only_impl(id, read_only)
+    }
+
+    /// True when a branch protection rule (a glob in the [`BRANCH_PROTECTION_SETTING`] setting) matches `branch`.
+    pub fn is_branch_protected(&self, repo: &str, branch: &str) -> Result<bool, StoreError> {
+        #[derive(Deserialize)]
+        struct Rule {
+            pattern: String,
+        }
+        let Some(text) = self.get_setting(repo, BRANCH_PROTECTION_SETTING)? else {
+            return Ok(false);
+        };
+        let rules: Vec<Rule> = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Internal(format!("unreadable branch protection rules: {e}")))?;
+        Ok(rules
+            .iter()
+            .any(|rule| glob::Pattern::new(&rule.pattern).is_ok_and(|pattern| pattern.matches(branch))))
     }
 
     /// A per-repository setting stored verbatim (e.g. `branch_protection` rules as JSON); `None` when unset.
