@@ -35,7 +35,10 @@ pub struct DiskBlockCache {
 }
 
 fn file_name(key: &BlockKey) -> String {
-    let digest = Sha256::digest(format!("{}\n{}\n{}\n{}", key.checksum, key.object_size, key.span, key.index));
+    let digest = Sha256::digest(format!(
+        "{}\n{}\n{}\n{}",
+        key.checksum, key.object_size, key.span, key.index
+    ));
     hex::encode(digest)
 }
 

@@ -132,7 +132,6 @@ impl MemoryBlockCache {
         inner.bytes = 0;
     }
 
-
     /// Bytes currently held.
     pub fn used_bytes(&self) -> u64 {
         self.lock().bytes
@@ -194,7 +193,10 @@ mod tests {
         assert!(!cache.contains(&key(0)), "the least recently used block made room");
         let second = cache.try_reserve(4).expect("room after evicting the other block");
         assert_eq!(cache.used_bytes(), 0);
-        assert!(cache.try_reserve(4).is_none(), "prefetches never reserve past the budget");
+        assert!(
+            cache.try_reserve(4).is_none(),
+            "prefetches never reserve past the budget"
+        );
         let forced = cache.reserve(4);
         assert_eq!(cache.reserved_bytes(), 12, "a read being waited for is always granted");
         drop(forced);

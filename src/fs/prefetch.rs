@@ -176,8 +176,9 @@ impl<L: LakeFs> ObjectReader<L> {
         let align = RANDOM_READ_ALIGN.min(self.tuning.block_size);
         let size = self.object.size;
         let (first, last) = (offset / align, (end - 1) / align);
-        let cached: Option<Vec<Bytes>> =
-            (first..=last).map(|c| self.cache.memory.get(&self.unit_key(align, c))).collect();
+        let cached: Option<Vec<Bytes>> = (first..=last)
+            .map(|c| self.cache.memory.get(&self.unit_key(align, c)))
+            .collect();
         let chunks = match cached {
             Some(chunks) => chunks,
             None => {
@@ -514,16 +515,22 @@ mod tests {
             max_window: 4096 * KIB,
         };
         let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
-        for offset in [3000 * KIB + 5, 100 * KIB] {
+        // Offsets more than two blocks apart, so that none of the reads continues a stream.
+        let (far, near) = (3900 * KIB - 5000, 100 * KIB);
+        for offset in [far, near] {
             reader.read(offset, 4096).await.unwrap();
         }
         let served = mock.bytes_served();
-        // Other offsets within the chunks fetched, and one read spanning both halves of a fetched chunk pair.
-        for offset in [3000 * KIB + 60_000, 64 * KIB, 100 * KIB + 9000] {
+        // Other offsets within the two 64 KiB chunks fetched.
+        for offset in [far + 100, near + 1000, far - 20_000, 64 * KIB] {
             let chunk = reader.read(offset, 4096).await.unwrap();
             assert_eq!(&chunk[..], &data[offset as usize..offset as usize + 4096]);
         }
-        assert_eq!(mock.bytes_served(), served, "chunks already fetched are served from memory");
+        assert_eq!(
+            mock.bytes_served(),
+            served,
+            "chunks already fetched are served from memory"
+        );
         assert_eq!(cache.memory.used_bytes(), 128 * KIB);
     }
 
@@ -547,7 +554,11 @@ mod tests {
             assert!(reader.window() <= budget / 4, "the window is capped by the budget");
             offset += chunk.len() as u64;
         }
-        assert_eq!(mock.requests("get_object_range"), 256, "every block fetched once despite the small budget");
+        assert_eq!(
+            mock.requests("get_object_range"),
+            256,
+            "every block fetched once despite the small budget"
+        );
     }
 
     #[tokio::test]
