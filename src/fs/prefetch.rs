@@ -191,7 +191,8 @@ impl<L: LakeFs> ObjectReader<L> {
                     .map(|c| {
                         let from = (c * align - range.start) as usize;
                         let to = (((c + 1) * align).min(size) - range.start) as usize;
-                        let chunk = data.slice(from..to);
+                        // A copy: the response may be a slice of a larger receive buffer the cache must not pin.
+                        let chunk = Bytes::copy_from_slice(&data[from..to]);
                         self.cache.memory.put(self.unit_key(align, c), chunk.clone());
                         chunk
                     })
