@@ -75,13 +75,13 @@ pub struct MountArgs {
     /// How long branch metadata is trusted, e.g. 1s, 500ms (default 1s).
     #[arg(long)]
     pub metadata_ttl: Option<String>,
-    /// Memory for cached object data, e.g. 512M (default 512M).
+    /// Memory for object data - cached blocks and GETs in flight together - e.g. 256M (default 160M).
     #[arg(long)]
     pub max_memory: Option<String>,
     /// Directory for an on-disk data cache.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Size of the on-disk data cache, e.g. 10G.
+    /// Size of the on-disk data cache, e.g. 10G (default 10G; no disk cache without cache_dir).
     #[arg(long)]
     pub cache_size: Option<String>,
     /// FUSE worker threads (default 16).

@@ -1,6 +1,6 @@
 //! On-disk block cache: one file per block under `cache_dir`, bounded by `cache_size` bytes.
 //!
-//! A block's file name is the SHA-256 of its key (checksum, object size, index), so object keys never become
+//! A block's file name is the SHA-256 of its key (checksum, object size, unit size, index), so object keys never become
 //! paths. Each file holds the SHA-256 of the data followed by the data; a read that does not verify (a torn write
 //! from a crash, a bit flip) is deleted and treated as a miss. Files are written to a temporary name and renamed,
 //! so a reader never sees a partial block. An in-memory LRU index, rebuilt by scanning the directory at start,
@@ -35,7 +35,10 @@ pub struct DiskBlockCache {
 }
 
 fn file_name(key: &BlockKey) -> String {
-    let digest = Sha256::digest(format!("{}\n{}\n{}", key.checksum, key.object_size, key.index));
+    let digest = Sha256::digest(format!(
+        "{}\n{}\n{}\n{}",
+        key.checksum, key.object_size, key.span, key.index
+    ));
     hex::encode(digest)
 }
 
@@ -178,6 +181,7 @@ mod tests {
         BlockKey {
             checksum: "abc".into(),
             object_size: 1000,
+            span: 4096,
             index,
         }
     }

@@ -1,7 +1,14 @@
 //! In-memory block cache: an LRU of blocks bounded by their total size in bytes.
+//!
+//! The bound is the mount's whole data-memory budget (`max_memory`), not just the cache: a fetch reserves its
+//! block's bytes before its GET starts ([`Reservation`]), the reservation evicts least recently used blocks to
+//! make room, and it turns into the cached block when the data arrives. So cached blocks plus the buffers of
+//! GETs in flight never exceed the budget. Prefetches use [`MemoryBlockCache::try_reserve`] and are skipped when
+//! reservations alone would pass the budget; a read the kernel is waiting for always reserves
+//! ([`MemoryBlockCache::reserve`]), so it can overshoot only by the blocks of reads in progress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -11,7 +18,22 @@ use super::BlockKey;
 #[derive(Debug)]
 struct Inner {
     blocks: LruCache<BlockKey, Bytes>,
+    /// Bytes of cached blocks.
     bytes: u64,
+    /// Bytes reserved by fetches in flight.
+    reserved: u64,
+}
+
+impl Inner {
+    /// Evict least recently used blocks until `extra` more bytes fit, as far as blocks can be evicted.
+    fn make_room(&mut self, extra: u64, max_bytes: u64) {
+        while self.bytes + self.reserved + extra > max_bytes {
+            match self.blocks.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.len() as u64,
+                None => break,
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -28,6 +50,7 @@ impl MemoryBlockCache {
             inner: Mutex::new(Inner {
                 blocks: LruCache::unbounded(),
                 bytes: 0,
+                reserved: 0,
             }),
             max_bytes,
             hits: AtomicU64::new(0),
@@ -63,12 +86,43 @@ impl MemoryBlockCache {
             inner.bytes -= old.len() as u64;
         }
         inner.bytes += size;
-        while inner.bytes > self.max_bytes {
-            match inner.blocks.pop_lru() {
-                Some((_, evicted)) => inner.bytes -= evicted.len() as u64,
-                None => break,
-            }
+        inner.make_room(0, self.max_bytes);
+    }
+
+    /// Reserve `bytes` for a fetch the kernel is waiting for, evicting blocks to make room; always granted.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Reservation {
+        let mut inner = self.lock();
+        inner.make_room(bytes, self.max_bytes);
+        inner.reserved += bytes;
+        Reservation {
+            cache: self.clone(),
+            bytes,
         }
+    }
+
+    /// Reserve `bytes` for a prefetch, unless fetches in flight already hold so much of the budget that it
+    /// would not fit even with every cached block evicted.
+    pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut inner = self.lock();
+        if inner.reserved + bytes > self.max_bytes {
+            return None;
+        }
+        inner.make_room(bytes, self.max_bytes);
+        inner.reserved += bytes;
+        Some(Reservation {
+            cache: self.clone(),
+            bytes,
+        })
+    }
+
+    /// The byte budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes reserved by fetches in flight.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.lock().reserved
     }
 
     /// Drop every block.
@@ -89,6 +143,33 @@ impl MemoryBlockCache {
     }
 }
 
+/// Budget held by one fetch in flight; released when dropped (the fetch finished, failed or was aborted).
+#[derive(Debug)]
+pub struct Reservation {
+    cache: Arc<MemoryBlockCache>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Cache the fetched block and release the reservation in one step, so the budget never counts it twice.
+    pub fn fulfil(mut self, key: BlockKey, data: Bytes) {
+        {
+            let mut inner = self.cache.lock();
+            inner.reserved -= self.bytes;
+        }
+        self.bytes = 0;
+        self.cache.put(key, data);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.cache.lock().reserved -= self.bytes;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +178,50 @@ mod tests {
         BlockKey {
             checksum: "c".into(),
             object_size: 100,
+            span: 4096,
             index,
+        }
+    }
+
+    #[test]
+    fn reservations_and_blocks_share_one_budget() {
+        let cache = Arc::new(MemoryBlockCache::new(10));
+        cache.put(key(0), Bytes::from_static(b"aaaa"));
+        cache.put(key(1), Bytes::from_static(b"bbbb"));
+        let first = cache.try_reserve(4).expect("room after evicting a block");
+        assert!(cache.used_bytes() + cache.reserved_bytes() <= 10);
+        assert!(!cache.contains(&key(0)), "the least recently used block made room");
+        let second = cache.try_reserve(4).expect("room after evicting the other block");
+        assert_eq!(cache.used_bytes(), 0);
+        assert!(
+            cache.try_reserve(4).is_none(),
+            "prefetches never reserve past the budget"
+        );
+        let forced = cache.reserve(4);
+        assert_eq!(cache.reserved_bytes(), 12, "a read being waited for is always granted");
+        drop(forced);
+        first.fulfil(key(2), Bytes::from_static(b"cccc"));
+        assert!(cache.contains(&key(2)));
+        assert_eq!(cache.reserved_bytes(), 4);
+        drop(second);
+        assert_eq!(cache.reserved_bytes(), 0);
+        assert_eq!(cache.used_bytes(), 4);
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_its_byte_bound() {
+        let cache = Arc::new(MemoryBlockCache::new(1000));
+        let mut reservations = Vec::new();
+        for index in 0..500u64 {
+            let size = 1 + (index * 37 % 200);
+            cache.put(key(index), Bytes::from(vec![0u8; size as usize]));
+            if index % 3 == 0 {
+                reservations.extend(cache.try_reserve(size));
+            }
+            if index % 7 == 0 {
+                reservations.clear();
+            }
+            assert!(cache.used_bytes() + cache.reserved_bytes() <= 1000, "at block {index}");
         }
     }
 

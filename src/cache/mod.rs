@@ -10,7 +10,7 @@ pub mod disk;
 pub mod memory;
 
 pub use disk::DiskBlockCache;
-pub use memory::MemoryBlockCache;
+pub use memory::{MemoryBlockCache, Reservation};
 
 use std::sync::Arc;
 
@@ -19,14 +19,14 @@ use bytes::Bytes;
 /// Memory cache plus an optional disk cache.
 #[derive(Debug)]
 pub struct DataCache {
-    pub memory: MemoryBlockCache,
+    pub memory: Arc<MemoryBlockCache>,
     pub disk: Option<Arc<DiskBlockCache>>,
 }
 
 impl DataCache {
     pub fn new(memory: MemoryBlockCache, disk: Option<DiskBlockCache>) -> Self {
         Self {
-            memory,
+            memory: Arc::new(memory),
             disk: disk.map(Arc::new),
         }
     }
@@ -45,11 +45,21 @@ impl DataCache {
 
     /// Store a block in memory now and on disk in the background.
     pub fn put(&self, key: BlockKey, data: Bytes) {
+        self.put_to_disk(&key, &data);
+        self.memory.put(key, data);
+    }
+
+    /// Store a fetched block in memory in place of the budget its fetch reserved, and on disk in the background.
+    pub fn put_reserved(&self, key: BlockKey, data: Bytes, reservation: Reservation) {
+        self.put_to_disk(&key, &data);
+        reservation.fulfil(key, data);
+    }
+
+    fn put_to_disk(&self, key: &BlockKey, data: &Bytes) {
         if let Some(disk) = self.disk.clone() {
             let (key, data) = (key.clone(), data.clone());
             tokio::task::spawn_blocking(move || disk.put(&key, &data));
         }
-        self.memory.put(key, data);
     }
 }
 
@@ -58,5 +68,8 @@ impl DataCache {
 pub struct BlockKey {
     pub checksum: String,
     pub object_size: u64,
+    /// Bytes per unit: the block size for blocks, the random-read alignment for the small ranges random reads
+    /// fetch. Units of different sizes never share an entry.
+    pub span: u64,
     pub index: u64,
 }

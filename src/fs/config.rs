@@ -99,7 +99,7 @@ pub struct FsConfig {
     pub read_only: bool,
     /// Unit of data caching and of ranged GETs.
     pub block_size: u64,
-    /// Bytes of object data kept in memory.
+    /// Bytes of object data in memory: cached blocks and the buffers of fetches in flight, together.
     pub max_memory: u64,
     /// First prefetch window of a sequential reader.
     pub initial_read_window: u64,
@@ -133,9 +133,9 @@ impl Default for FsConfig {
             metadata_ttl: Duration::from_secs(1),
             read_only: false,
             block_size: 1024 * 1024,
-            max_memory: 512 * 1024 * 1024,
+            max_memory: 160 * 1024 * 1024,
             initial_read_window: 1024 * 1024,
-            max_read_window: 64 * 1024 * 1024,
+            max_read_window: 32 * 1024 * 1024,
             negative_cache_entries: 100_000,
             cache_dir: None,
             cache_size: 10 * 1024 * 1024 * 1024,

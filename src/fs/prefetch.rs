@@ -13,10 +13,15 @@
 //! - Any other read is a *seek*: the window drops to zero, the GETs still running for blocks the reader skipped
 //!   are aborted, and the read fetches only its own range, aligned to 64 KiB (or its blocks, when a disk cache
 //!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
-//!   start a stream; a read right after them that continues sequentially starts one.
+//!   start a stream; a read right after them that continues sequentially starts one. The 64 KiB chunks go to
+//!   the memory cache under their own keys, so random reads that land on them again cost no request.
 //! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
 //!
-//! The window is per handle and bounded, the cache is global and bounded by bytes; together they bound memory.
+//!
+//! Memory: every fetch reserves its bytes in the memory cache's budget before its GET starts (see
+//! [`crate::cache::memory`]), so cached blocks and GET buffers share the one `max_memory` bound. A prefetch that
+//! does not fit is not started - the window resumes on a later read - and a window is never more than a quarter
+//! of the budget, so streams cannot crowd each other's blocks out before they are read.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -26,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::error::{FsError, FsResult};
-use crate::cache::{BlockKey, DataCache};
+use crate::cache::{BlockKey, DataCache, Reservation};
 use crate::lakefs::LakeFs;
 
 /// One object version, as a handle reads it.
@@ -124,9 +129,14 @@ fn normalize_etag(etag: &str) -> &str {
 
 impl<L: LakeFs> ObjectReader<L> {
     pub fn new(client: Arc<L>, cache: Arc<DataCache>, object: ObjectVersion, tuning: ReadTuning) -> Self {
+        // However it is configured, one handle's window stays a fraction of the memory budget, so a few
+        // streams and the blocks they just passed fit in it together.
+        let block_size = tuning.block_size.max(4096);
+        let max_window = tuning.max_window.min(cache.memory.max_bytes() / 4).max(block_size);
         let tuning = ReadTuning {
-            block_size: tuning.block_size.max(4096),
-            ..tuning
+            block_size,
+            initial_window: tuning.initial_window.min(max_window),
+            max_window,
         };
         Self {
             client,
@@ -148,16 +158,70 @@ impl<L: LakeFs> ObjectReader<L> {
     }
 
     fn key(&self, index: u64) -> BlockKey {
+        self.unit_key(self.tuning.block_size, index)
+    }
+
+    fn unit_key(&self, span: u64, index: u64) -> BlockKey {
         BlockKey {
             checksum: self.object.checksum.clone(),
             object_size: self.object.size,
+            span,
             index,
         }
+    }
+
+    /// A random read: served from cached aligned chunks when they are all there, else one ranged GET of its
+    /// aligned range, whose chunks are then cached for the next random read that lands on them.
+    async fn read_chunks(&self, offset: u64, end: u64) -> FsResult<Bytes> {
+        let align = RANDOM_READ_ALIGN.min(self.tuning.block_size);
+        let size = self.object.size;
+        let (first, last) = (offset / align, (end - 1) / align);
+        let cached: Option<Vec<Bytes>> = (first..=last)
+            .map(|c| self.cache.memory.get(&self.unit_key(align, c)))
+            .collect();
+        let chunks = match cached {
+            Some(chunks) => chunks,
+            None => {
+                let range = first * align..((last + 1) * align).min(size);
+                self.lock().fetches += 1;
+                let reservation = self.cache.memory.reserve(range.end - range.start);
+                let data = fetch_range(&*self.client, &self.object, range.clone()).await?;
+                drop(reservation);
+                (first..=last)
+                    .map(|c| {
+                        let from = (c * align - range.start) as usize;
+                        let to = (((c + 1) * align).min(size) - range.start) as usize;
+                        // A copy: the response may be a slice of a larger receive buffer the cache must not pin.
+                        let chunk = Bytes::copy_from_slice(&data[from..to]);
+                        self.cache.memory.put(self.unit_key(align, c), chunk.clone());
+                        chunk
+                    })
+                    .collect()
+            }
+        };
+        if let [chunk] = &chunks[..] {
+            let start = first * align;
+            return Ok(chunk.slice((offset - start) as usize..(end - start) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (c, chunk) in (first..).zip(&chunks) {
+            let start = c * align;
+            let from = offset.max(start) - start;
+            let to = end.min(start + chunk.len() as u64) - start;
+            out.extend_from_slice(&chunk[from as usize..to as usize]);
+        }
+        Ok(out.freeze())
     }
 
     fn block_range(&self, index: u64) -> Range<u64> {
         let start = index * self.tuning.block_size;
         start..(start + self.tuning.block_size).min(self.object.size)
+    }
+
+    /// Budget for a block a read is waiting for.
+    fn reservation_for(&self, index: u64) -> Reservation {
+        let range = self.block_range(index);
+        self.cache.memory.reserve(range.end - range.start)
     }
 
     /// Current prefetch window in bytes.
@@ -170,7 +234,8 @@ impl<L: LakeFs> ObjectReader<L> {
         self.lock().fetches
     }
 
-    fn spawn_fetch(&self, index: u64) -> InFlight {
+    /// Fetch block `index` in the background under `reservation`, which its data replaces in the cache.
+    fn spawn_fetch(&self, index: u64, reservation: Reservation) -> InFlight {
         let client = self.client.clone();
         let cache = self.cache.clone();
         let object = self.object.clone();
@@ -181,7 +246,7 @@ impl<L: LakeFs> ObjectReader<L> {
                 return Ok(block);
             }
             let data = fetch_range(&*client, &object, range).await?;
-            cache.put(key, data.clone());
+            cache.put_reserved(key, data.clone(), reservation);
             Ok(data)
         });
         let abort = task.abort_handle();
@@ -209,7 +274,7 @@ impl<L: LakeFs> ObjectReader<L> {
         let last_block_of_file = (size - 1) / bs;
 
         let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
-        let mut direct: Option<Range<u64>> = None;
+        let mut direct = false;
         {
             let mut state = self.lock();
             // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
@@ -236,12 +301,10 @@ impl<L: LakeFs> ObjectReader<L> {
                     }
                     state.next_offset = end;
                     state.last_block = Some(last);
-                    state.fetches += 1;
-                    let align = RANDOM_READ_ALIGN.min(bs);
-                    direct = Some(offset / align * align..end.div_ceil(align).saturating_mul(align).min(size));
+                    direct = true;
                 }
             }
-            if direct.is_none() {
+            if !direct {
                 // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
                 let window_end_block =
                     (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
@@ -260,7 +323,17 @@ impl<L: LakeFs> ObjectReader<L> {
                     if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
                         continue;
                     }
-                    let entry = self.spawn_fetch(index);
+                    let reservation = if index <= last {
+                        self.reservation_for(index)
+                    } else {
+                        let range = self.block_range(index);
+                        match self.cache.memory.try_reserve(range.end - range.start) {
+                            Some(reservation) => reservation,
+                            // The budget is taken by fetches in flight: prefetch more on a later read.
+                            None => break,
+                        }
+                    };
+                    let entry = self.spawn_fetch(index, reservation);
                     state.fetches += 1;
                     state.in_flight.insert(index, entry);
                 }
@@ -275,9 +348,8 @@ impl<L: LakeFs> ObjectReader<L> {
                 );
             }
         }
-        if let Some(range) = direct {
-            let data = fetch_range(&*self.client, &self.object, range.clone()).await?;
-            return Ok(data.slice((offset - range.start) as usize..(end - range.start) as usize));
+        if direct {
+            return self.read_chunks(offset, end).await;
         }
 
         let mut out = BytesMut::with_capacity((end - offset) as usize);
@@ -291,7 +363,7 @@ impl<L: LakeFs> ObjectReader<L> {
                             // The fetch may have been a prefetch started long ago: try once more now, and never
                             // leave a failed fetch behind for later reads.
                             tracing::debug!(error = %err, index, "block fetch failed; retrying it for this read");
-                            let retry = self.spawn_fetch(index);
+                            let retry = self.spawn_fetch(index, self.reservation_for(index));
                             self.lock().fetches += 1;
                             let result = retry.block.await;
                             self.lock().in_flight.remove(&index);
@@ -300,7 +372,7 @@ impl<L: LakeFs> ObjectReader<L> {
                     },
                     // Evicted between planning and now: fetch it directly.
                     None => {
-                        let entry = self.spawn_fetch(index);
+                        let entry = self.spawn_fetch(index, self.reservation_for(index));
                         self.lock().fetches += 1;
                         entry.block.await?
                     }
@@ -433,6 +505,61 @@ mod tests {
         let next = reader.read(offset + 4096, 4096).await.unwrap();
         assert_eq!(&next[..], &data[offset as usize + 4096..offset as usize + 8192]);
         assert!(reader.window() > 0);
+    }
+
+    #[tokio::test]
+    async fn random_reads_are_cached_in_aligned_chunks() {
+        let (mock, cache, object, data) = setup(4096 * KIB as usize);
+        let tuning = ReadTuning {
+            block_size: 1024 * KIB,
+            initial_window: 1024 * KIB,
+            max_window: 4096 * KIB,
+        };
+        let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
+        // Offsets more than two blocks apart, so that none of the reads continues a stream.
+        let (far, near) = (3900 * KIB - 5000, 100 * KIB);
+        for offset in [far, near] {
+            reader.read(offset, 4096).await.unwrap();
+        }
+        let served = mock.bytes_served();
+        // Other offsets within the two 64 KiB chunks fetched.
+        for offset in [far + 100, near + 1000, far - 20_000, 64 * KIB] {
+            let chunk = reader.read(offset, 4096).await.unwrap();
+            assert_eq!(&chunk[..], &data[offset as usize..offset as usize + 4096]);
+        }
+        assert_eq!(
+            mock.bytes_served(),
+            served,
+            "chunks already fetched are served from memory"
+        );
+        assert_eq!(cache.memory.used_bytes(), 128 * KIB);
+    }
+
+    #[tokio::test]
+    async fn prefetching_stays_within_the_memory_budget() {
+        let (mock, _, object, data) = setup(1024 * KIB as usize);
+        let budget = 64 * KIB;
+        let cache = Arc::new(DataCache::new(MemoryBlockCache::new(budget), None));
+        let tuning = ReadTuning {
+            block_size: 4 * KIB,
+            initial_window: 8 * KIB,
+            max_window: 1024 * KIB,
+        };
+        let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
+        let mut offset = 0;
+        while offset < data.len() as u64 {
+            let chunk = reader.read(offset, 4096).await.unwrap();
+            assert_eq!(&chunk[..], &data[offset as usize..offset as usize + chunk.len()]);
+            let held = cache.memory.used_bytes() + cache.memory.reserved_bytes();
+            assert!(held <= budget, "{held} bytes held at offset {offset}");
+            assert!(reader.window() <= budget / 4, "the window is capped by the budget");
+            offset += chunk.len() as u64;
+        }
+        assert_eq!(
+            mock.requests("get_object_range"),
+            256,
+            "every block fetched once despite the small budget"
+        );
     }
 
     #[tokio::test]

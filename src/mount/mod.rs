@@ -106,8 +106,22 @@ fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Keep the allocator's footprint close to what the mount holds. By default glibc gives each busy thread its
+/// own arena and, once a large buffer is freed, raises its mmap threshold so that later 1 MiB blocks come from
+/// those arenas, where freed space is kept rather than returned: RSS then grows far past `max_memory`. A fixed
+/// threshold keeps block buffers in their own mappings (unmapped when freed) and two arenas bound the rest.
+fn limit_allocator_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before the mount starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Mount with the real lakeFS client.
 pub fn run_mount(request: MountRequest) -> anyhow::Result<()> {
+    limit_allocator_retention();
     run_mount_with(request, |config| RemoteLakeFs::new(config).map_err(anyhow::Error::from))
 }
 
