@@ -155,6 +155,20 @@ pub(super) struct CommitOverrides {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+impl CommitOverrides {
+    /// The commit request of a revert or cherry-pick: an empty message lets the store choose lakeFS's default.
+    fn into_request(overrides: Option<CommitOverrides>, allow_empty: bool) -> CommitRequest {
+        let overrides = overrides.unwrap_or_default();
+        CommitRequest {
+            message: overrides.message.unwrap_or_default(),
+            metadata: overrides.metadata.unwrap_or_default(),
+            date: None,
+            allow_empty,
+            committer: committer(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RevertCreation {
     #[serde(rename = "ref")]
@@ -181,15 +195,8 @@ async fn revert(
         BranchWrite::Unprotected,
         body.force,
     )?;
-    let overrides = body.commit_overrides.unwrap_or_default();
-    let request = CommitRequest {
-        // Empty: the store writes lakeFS's "Revert <commit id>".
-        message: overrides.message.unwrap_or_default(),
-        metadata: overrides.metadata.unwrap_or_default(),
-        date: None,
-        allow_empty: body.allow_empty,
-        committer: committer(),
-    };
+    // Without a message override the store writes lakeFS's "Revert <commit id>".
+    let request = CommitOverrides::into_request(body.commit_overrides, body.allow_empty);
     let store = state.store.clone();
     blocking(move || store.revert(&repository, &branch, &body.reference, body.parent_number, request)).await?;
     Ok(no_content())
@@ -220,14 +227,7 @@ async fn cherry_pick(
         BranchWrite::Unprotected,
         body.force,
     )?;
-    let overrides = body.commit_overrides.unwrap_or_default();
-    let request = CommitRequest {
-        message: overrides.message.unwrap_or_default(),
-        metadata: overrides.metadata.unwrap_or_default(),
-        date: None,
-        allow_empty: false,
-        committer: committer(),
-    };
+    let request = CommitOverrides::into_request(body.commit_overrides, false);
     let parent_number = body.parent_number.unwrap_or(0);
     let store = state.store.clone();
     let commit =
