@@ -12,8 +12,8 @@ use std::ops::Bound;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::meta::{self, BranchRecord, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
-use super::refs::{self, RefTables};
+use super::meta::{self, BranchRecord, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TREES};
+use super::refs::{self, ReadRefs};
 use super::repos::{require_branch, require_repository};
 use super::tree::{self, Record, SortedCursor, EMPTY_TREE};
 use super::{Commit, CommitRequest, LogRequest, ObjectEntry, Page, Store, StoreError};
@@ -226,18 +226,8 @@ impl Store {
 
     pub(super) fn get_commit_impl(&self, repo: &str, ref_expr: &str) -> Result<Commit, StoreError> {
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
-        RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        }
-        .resolve_commit(repo, ref_expr)
+        let read_refs = ReadRefs::open(&txn, repo)?;
+        read_refs.tables().resolve_commit(repo, ref_expr)
     }
 
     pub(super) fn log_impl(
@@ -248,18 +238,9 @@ impl Store {
     ) -> Result<Page<Commit>, StoreError> {
         let amount = request.amount.max(1);
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
+        let read_refs = ReadRefs::open(&txn, repo)?;
         let trees = txn.open_table(TREES)?;
-        let tables = RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        };
+        let tables = read_refs.tables();
         let start = tables.resolve_commit(repo, ref_expr)?;
         let stop_at = match &request.stop_at {
             Some(expr) if !expr.is_empty() => Some(tables.resolve_commit(repo, expr)?.id),

@@ -9,9 +9,9 @@ use std::ops::Bound;
 
 use super::list::{self, Seekable};
 use super::merge::{resolve_path, PathOutcome};
-use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
+use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TREES};
 use super::objects::view_source;
-use super::refs::{RefTables, STAGING_NOT_A_COMMIT};
+use super::refs::{ReadRefs, STAGING_NOT_A_COMMIT};
 use super::repos::{require_branch, require_repository};
 use super::tree::{self, SortedCursor, ViewCursor, ViewSource};
 use super::{DiffEntry, DiffKind, DiffType, ObjectEntry, Page, PageRequest, RefView, Store, StoreError};
@@ -238,30 +238,21 @@ impl Store {
         delimiter: Option<&str>,
     ) -> Result<Page<DiffEntry>, StoreError> {
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
+        let read_refs = ReadRefs::open(&txn, repo)?;
         let (trees, staging) = (txn.open_table(TREES)?, txn.open_table(STAGING)?);
-        let tables = RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        };
+        let tables = read_refs.tables();
         let left_commit = tables.resolve_commit(repo, left)?;
         let right_resolved = tables.resolve(repo, right)?;
         let right_source = if right_resolved.explicit_staging {
             if kind == DiffKind::ThreeDot {
                 return Err(StoreError::InvalidRef(STAGING_NOT_A_COMMIT.to_string()));
             }
-            view_source(&commits, repo, &right_resolved)?
+            view_source(&read_refs.commits, repo, &right_resolved)?
         } else {
             // A plain branch compares its head commit: refs diffs are between commits.
             let commit = tables.require_commit(repo, right_resolved.view.commit_id())?;
             view_source(
-                &commits,
+                &read_refs.commits,
                 repo,
                 &super::refs::Resolved {
                     view: RefView::Commit(commit.id),

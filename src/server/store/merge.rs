@@ -19,7 +19,7 @@ use std::collections::{BinaryHeap, HashSet};
 use super::commits::{self, new_commit, CommitDraft};
 use super::diff::ThreeWay;
 use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
-use super::refs::{self, RefTables};
+use super::refs::{self, ReadRefs, RefTables};
 use super::repos::{require_branch, require_repository};
 use super::tree::{self, Record, ViewCursor, ViewSource, EMPTY_TREE};
 use super::{
@@ -161,17 +161,8 @@ pub(super) fn find_merge_base<T: Kv>(
 impl Store {
     pub(super) fn merge_base_impl(&self, repo: &str, source: &str, destination: &str) -> Result<MergeBase, StoreError> {
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
-        let tables = RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        };
+        let read_refs = ReadRefs::open(&txn, repo)?;
+        let tables = read_refs.tables();
         let source = tables.resolve_commit(repo, source)?;
         let destination = tables.resolve_commit(repo, destination)?;
         let base = find_merge_base(&tables, repo, &source, &destination)?
@@ -200,11 +191,7 @@ impl Store {
             let dest_record = require_branch(&branches, repo, destination)?;
             let (source_commit, dest_head, base_tree) = {
                 let tags = txn.open_table(TAGS)?;
-                let tables = RefTables {
-                    branches: &branches,
-                    tags: &tags,
-                    commits: &commits,
-                };
+                let tables = RefTables::new(&branches, &tags, &commits);
                 let source_commit = tables.resolve_commit(repo, source)?;
                 let dest_head = tables.require_commit(repo, &dest_record.head)?;
                 let base_tree = match find_merge_base(&tables, repo, &dest_head, &source_commit)? {
@@ -295,12 +282,7 @@ impl Store {
             let record = require_branch(&branches, repo, branch)?;
             let target = {
                 let tags = txn.open_table(TAGS)?;
-                RefTables {
-                    branches: &branches,
-                    tags: &tags,
-                    commits: &commits,
-                }
-                .resolve_commit(repo, ref_expr)?
+                RefTables::new(&branches, &tags, &commits).resolve_commit(repo, ref_expr)?
             };
             let head = super::objects::head_commit(&commits, repo, &record.head)?;
             let (trees, mut staging) = (txn.open_table(TREES)?, txn.open_table(STAGING)?);
@@ -345,11 +327,7 @@ impl Store {
             let record = require_branch(&branches, repo, branch)?;
             let (reverted, parent_tree, head) = {
                 let tags = txn.open_table(TAGS)?;
-                let tables = RefTables {
-                    branches: &branches,
-                    tags: &tags,
-                    commits: &commits,
-                };
+                let tables = RefTables::new(&branches, &tags, &commits);
                 let reverted = tables.resolve_commit(repo, ref_expr)?;
                 let parent_index = match (reverted.parents.len(), parent_number) {
                     (n, 0) if n > 1 => {

@@ -6,8 +6,8 @@
 //! §4.5), so a never-committed key leaves nothing behind.
 
 use super::list;
-use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TAGS, TREES};
-use super::refs::{self, RefTables, Resolved};
+use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TREES};
+use super::refs::{self, ReadRefs, Resolved};
 use super::repos::{require_branch, require_repository};
 use super::tree::{self, ViewCursor, ViewSource};
 use super::{Commit, ListEntry, ObjectEntry, Page, PageRequest, RefView, Store, StoreError};
@@ -34,37 +34,16 @@ pub(super) fn head_commit(commits: &impl Kv, repo: &str, id: &str) -> Result<Com
 impl Store {
     pub(super) fn resolve_ref_impl(&self, repo: &str, ref_expr: &str) -> Result<RefView, StoreError> {
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
-        Ok(RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        }
-        .resolve(repo, ref_expr)?
-        .view)
+        let read_refs = ReadRefs::open(&txn, repo)?;
+        Ok(read_refs.tables().resolve(repo, ref_expr)?.view)
     }
 
     pub(super) fn stat_object_impl(&self, repo: &str, ref_expr: &str, path: &str) -> Result<ObjectEntry, StoreError> {
         refs::validate_path(path)?;
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
-        let resolved = RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        }
-        .resolve(repo, ref_expr)?;
-        let source = view_source(&commits, repo, &resolved)?;
+        let read_refs = ReadRefs::open(&txn, repo)?;
+        let resolved = read_refs.tables().resolve(repo, ref_expr)?;
+        let source = view_source(&read_refs.commits, repo, &resolved)?;
         let (trees, staging) = (txn.open_table(TREES)?, txn.open_table(STAGING)?);
         tree::view_get(&trees, &staging, &source, path)?.ok_or(StoreError::ObjectNotFound)
     }
@@ -77,19 +56,9 @@ impl Store {
         delimiter: Option<&str>,
     ) -> Result<Page<ListEntry>, StoreError> {
         let txn = self.db().begin_read()?;
-        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-        let (branches, tags, commits) = (
-            txn.open_table(BRANCHES)?,
-            txn.open_table(TAGS)?,
-            txn.open_table(COMMITS)?,
-        );
-        let resolved = RefTables {
-            branches: &branches,
-            tags: &tags,
-            commits: &commits,
-        }
-        .resolve(repo, ref_expr)?;
-        let source = view_source(&commits, repo, &resolved)?;
+        let read_refs = ReadRefs::open(&txn, repo)?;
+        let resolved = read_refs.tables().resolve(repo, ref_expr)?;
+        let source = view_source(&read_refs.commits, repo, &resolved)?;
         let (trees, staging) = (txn.open_table(TREES)?, txn.open_table(STAGING)?);
         let mut cursor = ViewCursor::new(&trees, &staging, &source, page.prefix.as_bytes())?;
         list::list_view(&mut cursor, &page.prefix, &page.after, page.amount, delimiter)

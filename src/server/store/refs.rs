@@ -14,7 +14,10 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::meta::{self, BranchRecord, Kv};
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use super::meta::{self, BranchRecord, Kv, BRANCHES, COMMITS, REPOSITORIES, TAGS};
+use super::repos::require_repository;
 use super::{Commit, CommitId, RefView, StoreError};
 
 static REPOSITORY_ID: LazyLock<Regex> =
@@ -146,6 +149,31 @@ pub(super) struct Resolved {
     pub explicit_staging: bool,
 }
 
+type ReadTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// The ref tables of a read transaction on a repository known to exist: how every read that resolves a ref
+/// starts.
+pub(super) struct ReadRefs {
+    pub branches: ReadTable,
+    pub tags: ReadTable,
+    pub commits: ReadTable,
+}
+
+impl ReadRefs {
+    pub fn open(txn: &ReadTransaction, repo: &str) -> Result<Self, StoreError> {
+        require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
+        Ok(Self {
+            branches: txn.open_table(BRANCHES)?,
+            tags: txn.open_table(TAGS)?,
+            commits: txn.open_table(COMMITS)?,
+        })
+    }
+
+    pub fn tables(&self) -> RefTables<'_, ReadTable> {
+        RefTables::new(&self.branches, &self.tags, &self.commits)
+    }
+}
+
 /// Tables needed to resolve refs.
 pub(super) struct RefTables<'t, T: Kv> {
     pub branches: &'t T,
@@ -153,7 +181,15 @@ pub(super) struct RefTables<'t, T: Kv> {
     pub commits: &'t T,
 }
 
-impl<T: Kv> RefTables<'_, T> {
+impl<'t, T: Kv> RefTables<'t, T> {
+    pub fn new(branches: &'t T, tags: &'t T, commits: &'t T) -> Self {
+        Self {
+            branches,
+            tags,
+            commits,
+        }
+    }
+
     pub fn commit(&self, repo: &str, id: &str) -> Result<Option<Commit>, StoreError> {
         meta::get_json(self.commits, &meta::key(&[repo, id]))
     }

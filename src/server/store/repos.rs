@@ -108,11 +108,7 @@ impl Store {
             let mut branches = txn.open_table(BRANCHES)?;
             let tags = txn.open_table(TAGS)?;
             let commits = txn.open_table(COMMITS)?;
-            let tables = RefTables {
-                branches: &branches,
-                tags: &tags,
-                commits: &commits,
-            };
+            let tables = RefTables::new(&branches, &tags, &commits);
             let commit = tables.resolve_commit(repo, source)?;
             let key = meta::key(&[repo, name]);
             if meta::get_raw(&branches, &key)?.is_some() {
@@ -190,12 +186,7 @@ impl Store {
             let branches = txn.open_table(BRANCHES)?;
             let mut tags = txn.open_table(TAGS)?;
             let commits = txn.open_table(COMMITS)?;
-            let commit = RefTables {
-                branches: &branches,
-                tags: &tags,
-                commits: &commits,
-            }
-            .resolve_commit(repo, ref_expr)?;
+            let commit = RefTables::new(&branches, &tags, &commits).resolve_commit(repo, ref_expr)?;
             let key = meta::key(&[repo, id]);
             if meta::get_raw(&tags, &key)?.is_some() {
                 return Err(StoreError::AlreadyExists(format!("tag '{id}'")));
