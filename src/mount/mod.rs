@@ -146,6 +146,7 @@ where
     }
     // With the host name, the mountpoint names the staging branches, so a restarted mount resumes its own.
     fs_config.mountpoint = mountpoint.to_string_lossy().into_owned();
+    fs_config.endpoint = client_config.endpoint.clone();
     check_fuse_device()?;
     let log_file = request
         .options
