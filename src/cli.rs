@@ -12,6 +12,9 @@ use crate::server::auth::Credentials;
 use crate::server::ServerConfig;
 
 mod generate;
+pub mod mounts;
+pub mod operation;
+pub mod status;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +34,30 @@ pub enum Command {
     /// Mount lakeFS at MOUNTPOINT: `lakefs://` (all repositories), `lakefs://REPO` (its branches) or
     /// `lakefs://REPO/REF[/PREFIX]` (one ref). Daemonizes once the mount is live unless `-f` is given.
     Mount(Box<MountArgs>),
+    /// Commit what a mount wrote to a branch, with progress (as `.lakefs/commit` does).
+    ///
+    /// Uploads the files still pending, commits the staging branch and merges it into the branch, in one atomic
+    /// step. PATH is a mounted branch directory or any path inside it; any running mount works. A progress bar
+    /// on stderr (when it is a terminal) follows the uploads and the commit; the new commit id is printed on
+    /// stdout. The full error - hook name and output, conflicting paths - goes to stderr, and the exit code
+    /// says what kind it was: 3 not inside a mounted ref, 4 read-only ref (tag, commit, read-only mount),
+    /// 5 nothing to commit, 6 conflict, 7 rejected by a hook, 8 invalid request, 9 server error,
+    /// 10 access denied, 11 no staging space, 1 anything else, 2 usage error.
+    Commit(operation::CommitArgs),
+    /// Commit a mounted branch (if anything is pending) and merge it into another branch.
+    ///
+    /// What `.lakefs/merge` does: everything `commit` does when this mount has something to commit, then an
+    /// atomic merge of the branch into TARGET; the target's pre-merge hooks decide. Prints the merge commit id;
+    /// progress and exit codes as for `commit` (7: a pre-merge hook refused, 6: conflict without --strategy).
+    Merge(operation::MergeArgs),
+    /// Summarise lakefs-fuse mounts: server, refs, staging branches, uploads, changes, cache, errors.
+    ///
+    /// Reads each mount's `.lakefs/status.json`: the server endpoint, the mounted source and ref, every branch
+    /// written through the mount with its staging branch, pending uploads and uncommitted changes, the running
+    /// and last control operation with its full result or error, the last upload error, and data cache use.
+    /// Without MOUNTPOINT, every lakefs-fuse mount in /proc/self/mountinfo. Exits 1 when a mount cannot
+    /// report (its daemon died, the server is down), 3 when MOUNTPOINT is not a lakefs-fuse mount.
+    Status(status::StatusArgs),
     /// Write man pages or shell completions into a directory (used when packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -216,6 +243,9 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Generate(args) => generate::run(args),
+        Command::Commit(args) => return operation::run_commit(args),
+        Command::Merge(args) => return operation::run_merge(args),
+        Command::Status(args) => return status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
