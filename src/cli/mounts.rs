@@ -1,5 +1,6 @@
 //! Finding lakefs-fuse mounts from the outside: `/proc/self/mountinfo` names them (file system type
-//! `fuse.lakefs`), and each mounted ref has a `.lakefs/` control directory whose `status.json` describes it and
+//! `fuse.lakefs` when fusermount3 mounted them, plain `fuse` with source `lakefs` when root mounted them
+//! directly), and each mounted ref has a `.lakefs/` control directory whose `status.json` describes it and
 //! the whole mount.
 //!
 //! The command line tools talk to a running mount only through its files, so they work with any mount, started
@@ -15,19 +16,23 @@ use std::path::{Path, PathBuf};
 use crate::fs::inode::CONTROL_DIR;
 use crate::fs::write::control::{StatusReport, STATUS_FORMAT};
 
-/// The file system type lakefs-fuse mounts show in mountinfo (`fuse.` + the subtype).
+/// The file system type of lakefs-fuse mounts made through fusermount3 (`fuse.` + the subtype).
 pub const FS_TYPE: &str = "fuse.lakefs";
+/// The source (`fsname=`) every lakefs-fuse mount shows.
+pub const FS_NAME: &str = "lakefs";
 
 /// One line of `/proc/self/mountinfo`, the parts we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
     pub mountpoint: PathBuf,
     pub fs_type: String,
+    pub source: String,
 }
 
 impl MountEntry {
+    /// A mount made by root's mount(2) records no subtype: the type is `fuse` and the source ours.
     pub fn is_lakefs(&self) -> bool {
-        self.fs_type == FS_TYPE
+        self.fs_type == FS_TYPE || (self.fs_type == "fuse" && self.source == FS_NAME)
     }
 }
 
@@ -40,7 +45,7 @@ pub enum LocateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} is not inside a lakefs-fuse mount (no fuse.lakefs file system in /proc/self/mountinfo holds it)")]
+    #[error("{0} is not inside a lakefs-fuse mount (no lakefs file system in /proc/self/mountinfo holds it)")]
     NotInMount(PathBuf),
     #[error(
         "{path} is inside the lakefs-fuse mount at {mountpoint} but not inside a ref: no .lakefs/ control \
@@ -59,9 +64,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let mountpoint = fields.get(4)?;
             let separator = fields.iter().position(|f| *f == "-")?;
             let fs_type = fields.get(separator + 1)?;
+            let source = fields.get(separator + 2).copied().unwrap_or_default();
             Some(MountEntry {
                 mountpoint: PathBuf::from(unescape_octal(mountpoint)),
                 fs_type: (*fs_type).to_string(),
+                source: unescape_octal(source),
             })
         })
         .collect()
@@ -197,15 +204,19 @@ mod tests {
 61 22 0:52 / /tmp/my\\040lake rw,nosuid,nodev,relatime shared:30 - fuse.lakefs lakefs rw,user_id=0,group_id=0
 62 22 0:53 / /tmp/my\\040lake/inner rw shared:31 - tmpfs tmpfs rw
 70 22 0:60 / /mnt/s3 rw - fuse.s3fs s3fs rw
+43 27 0:40 / /mnt/as\040root rw,nosuid,nodev,relatime - fuse lakefs rw,user_id=0,group_id=0
+44 27 0:41 / /mnt/sshfs rw - fuse sshfs#host: rw
 ";
 
     #[test]
     fn mountinfo_lines_give_mountpoint_and_type() {
         let mounts = parse_mountinfo(MOUNTINFO);
-        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts.len(), 6);
         assert_eq!(mounts[1].mountpoint, PathBuf::from("/tmp/my lake"));
         assert!(mounts[1].is_lakefs());
         assert!(!mounts[3].is_lakefs(), "other FUSE file systems are not ours");
+        assert!(mounts[4].is_lakefs(), "root's direct mount has no subtype");
+        assert!(!mounts[5].is_lakefs());
         assert!(parse_mountinfo("garbage\n\n1 2 3").is_empty());
     }
 
