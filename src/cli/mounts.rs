@@ -204,7 +204,7 @@ mod tests {
 61 22 0:52 / /tmp/my\\040lake rw,nosuid,nodev,relatime shared:30 - fuse.lakefs lakefs rw,user_id=0,group_id=0
 62 22 0:53 / /tmp/my\\040lake/inner rw shared:31 - tmpfs tmpfs rw
 70 22 0:60 / /mnt/s3 rw - fuse.s3fs s3fs rw
-43 27 0:40 / /mnt/as\040root rw,nosuid,nodev,relatime - fuse lakefs rw,user_id=0,group_id=0
+43 27 0:40 / /mnt/as\\040root rw,nosuid,nodev,relatime - fuse lakefs rw,user_id=0,group_id=0
 44 27 0:41 / /mnt/sshfs rw - fuse sshfs#host: rw
 ";
 
@@ -216,6 +216,7 @@ mod tests {
         assert!(mounts[1].is_lakefs());
         assert!(!mounts[3].is_lakefs(), "other FUSE file systems are not ours");
         assert!(mounts[4].is_lakefs(), "root's direct mount has no subtype");
+        assert_eq!(mounts[4].mountpoint, PathBuf::from("/mnt/as root"));
         assert!(!mounts[5].is_lakefs());
         assert!(parse_mountinfo("garbage\n\n1 2 3").is_empty());
     }

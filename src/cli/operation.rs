@@ -283,7 +283,7 @@ fn run(path: &Path, kind: OperationKind, command: &str) -> Result<OperationOutco
     let after_sequence = branch.sequence;
     let control = root.join(CONTROL_DIR).join(kind.name());
 
-    let progress = Progress::start(mounts::status_file(&root), after_sequence);
+    let progress = Progress::start(mounts::status_file(&root), kind, after_sequence);
     let written = write_command(&control, command);
     progress.finish();
 
@@ -347,14 +347,14 @@ struct Progress {
 const POLL_INTERVAL: Duration = Duration::from_millis(150);
 
 impl Progress {
-    fn start(status_file: PathBuf, after_sequence: u64) -> Self {
+    fn start(status_file: PathBuf, kind: OperationKind, after_sequence: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
             return Self { stop, thread: None };
         }
         let thread = {
             let stop = stop.clone();
-            std::thread::spawn(move || show_progress(&status_file, after_sequence, &stop))
+            std::thread::spawn(move || show_progress(&status_file, kind, after_sequence, &stop))
         };
         Self {
             stop,
@@ -370,7 +370,7 @@ impl Progress {
     }
 }
 
-fn show_progress(status_file: &Path, after_sequence: u64, stop: &AtomicBool) {
+fn show_progress(status_file: &Path, kind: OperationKind, after_sequence: u64, stop: &AtomicBool) {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let spinner = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -378,7 +378,7 @@ fn show_progress(status_file: &Path, after_sequence: u64, stop: &AtomicBool) {
     let uploads = ProgressStyle::with_template("{spinner} {msg} {wide_bar} {pos}/{len} files [{elapsed}]")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(spinner.clone());
-    bar.set_message("starting");
+    bar.set_message(format!("{}: starting", kind.name()));
     bar.enable_steady_tick(Duration::from_millis(100));
     let mut showing_uploads = false;
     while !stop.load(Ordering::Relaxed) {
@@ -406,7 +406,7 @@ fn show_progress(status_file: &Path, after_sequence: u64, stop: &AtomicBool) {
                 bar.set_style(spinner.clone());
                 showing_uploads = false;
             }
-            bar.set_message(running.phase.describe());
+            bar.set_message(format!("{}: {}", kind.name(), running.phase.describe()));
         }
         std::thread::sleep(POLL_INTERVAL);
     }
