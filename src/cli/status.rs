@@ -36,7 +36,9 @@ fn mount_status(mountpoint: &Path) -> MountStatus {
         Some(root) => mounts::read_status(&root).map_err(|e| e.to_string()),
         None => Err(match std::fs::read_dir(mountpoint) {
             Err(err) => format!("cannot read the mount: {err}"),
-            Ok(_) => "no ref to read the status through (no repository or branch below the mountpoint)".into(),
+            Ok(_) => "no .lakefs/status.json at or below the mountpoint: an empty server or repository, or a mount \
+                      run by a lakefs-fuse without status.json"
+                .into(),
         }),
     };
     let (status, error) = match result {
