@@ -74,7 +74,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
-    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=. Generic options (rw, defaults,
+    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=, metrics=ADDRESS (Prometheus
+    /// metrics on http://ADDRESS/metrics, e.g. metrics=127.0.0.1:9464). Generic options (rw, defaults,
     /// noauto, _netdev, nofail, user, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -357,6 +358,24 @@ mod tests {
         assert_eq!(request.options.uid, Some(5));
         assert_eq!(request.options.file_mode, Some(0o600));
         assert_eq!(request.options.metadata_ttl, Some(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_metrics_option_takes_a_socket_address() {
+        let parse = |o: &str| {
+            let cli = Cli::try_parse_from(["lakefs-fuse", "mount", "lakefs://repo/main", "/mnt", "-o", o]).unwrap();
+            let Command::Mount(args) = cli.command else {
+                panic!("not a mount")
+            };
+            (*args).into_request().map(|r| r.options.metrics)
+        };
+        assert_eq!(
+            parse("metrics=127.0.0.1:9464").unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(parse("metrics=localhost").is_err());
+        assert!(parse("metrics").is_err());
+        assert_eq!(parse("ro").unwrap(), None);
     }
 
     #[test]

@@ -205,3 +205,39 @@ fn paths_that_are_not_a_writable_mounted_branch_are_refused() {
     let output = cli(&["status", path_arg(outside.path())]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
 }
+
+#[test]
+fn the_metrics_endpoint_counts_requests_bytes_and_pending_uploads() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "data.csv", "id\n1\n2\n");
+    server.commit("repo", "main", "initial");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mount = Mount::start(&server, "lakefs://repo/main", &format!("metrics=127.0.0.1:{port}"));
+    assert_eq!(fs::read(mount.join("data.csv")).unwrap(), b"id\n1\n2\n");
+    let mut writer = HeldOpen::write(&mount.join("new.csv"), "id\n3\n");
+
+    let text = server.runtime.block_on(async {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+        assert!(response.status().is_success());
+        response.text().await.unwrap()
+    });
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert!(value("lakefs_fuse_fuse_request_duration_seconds_count{op=\"lookup\"}") >= 1.0);
+    assert!(value("lakefs_fuse_fuse_request_duration_seconds_count{op=\"read\"}") >= 1.0);
+    assert!(value("lakefs_fuse_lakefs_request_duration_seconds_count{op=\"get_object_range\"}") >= 1.0);
+    assert!(value("lakefs_fuse_bytes_down_total") >= 7.0);
+    assert_eq!(value("lakefs_fuse_pending_uploads"), 1.0);
+    assert_eq!(value("lakefs_fuse_uncommitted_changes"), 1.0);
+    writer.close();
+}

@@ -757,6 +757,26 @@ impl BranchWriter {
 }
 
 impl<L: LakeFs> Filesystem<L> {
+    /// Cache use and the write backlog over every branch, for the metrics endpoint.
+    pub fn metrics_gauges(&self) -> crate::metrics::MountGauges {
+        let writers: Vec<Arc<BranchWriter>> = lock(&self.writers).values().cloned().collect();
+        let (mut pending, mut uncommitted) = (0, 0);
+        for writer in &writers {
+            let state = writer.state();
+            pending += state.pending_uploads() as u64;
+            uncommitted += state.overlay.len() as u64;
+        }
+        let (cache_hits, cache_misses) = self.cache.memory.stats();
+        crate::metrics::MountGauges {
+            cache_hits,
+            cache_misses,
+            cache_memory_bytes: self.cache.memory.used_bytes(),
+            cache_disk_bytes: self.cache.disk.as_ref().map(|d| d.used_bytes()),
+            pending_uploads: pending,
+            uncommitted_changes: uncommitted,
+        }
+    }
+
     /// The contents of `.lakefs/status.json` of `location`, whose head is `head`.
     pub(crate) fn status_json(&self, location: &RefLocation, head: &str) -> String {
         let own = self.writer(location);
