@@ -139,7 +139,11 @@ fn commit_and_merge_print_ids_and_fail_with_documented_codes() {
     // Nothing new: exit code 5 and a message that says so.
     let output = cli(&["commit", path_arg(&ingest), "-m", "again"]);
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
-    assert!(stderr(&output).contains("nothing to commit"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("commit failed (no changes)") && stderr(&output).contains("nothing to commit"),
+        "{}",
+        stderr(&output)
+    );
 
     // A pre-merge hook on main refuses: exit code 7, the hook's output on stderr, main unchanged.
     let hooks = server.start_webhook("schema check failed: column 'region' is missing");

@@ -150,7 +150,7 @@ impl Failure {
             Self::Other => "failed",
             Self::NotInMount => "not in a mounted ref",
             Self::ReadOnly => "read-only ref",
-            Self::NoChanges => "nothing to commit",
+            Self::NoChanges => "no changes",
             Self::Conflict => "conflict",
             Self::HookRejected => "rejected by a hook",
             Self::Invalid => "invalid request",
@@ -161,8 +161,9 @@ impl Failure {
     }
 
     /// What the user can do next.
-    fn hint(self) -> Option<&'static str> {
+    fn hint(self, kind: OperationKind) -> Option<&'static str> {
         match self {
+            Self::NoChanges if kind == OperationKind::Merge => Some("the target already has everything on this branch"),
             Self::NoChanges => Some("nothing was written through this mount since the last commit"),
             Self::Conflict => Some(
                 "the paths above changed on both sides; change them to agree, or merge with --strategy \
@@ -256,7 +257,7 @@ fn report(kind: OperationKind, result: Result<OperationOutcome, OperationError>)
                 err.failure.label(),
                 err.message
             );
-            if let Some(hint) = err.failure.hint() {
+            if let Some(hint) = err.failure.hint(kind) {
                 eprintln!("lakefs-fuse: {hint}");
             }
             ExitCode::from(err.failure.code())
