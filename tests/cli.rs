@@ -177,6 +177,18 @@ fn commit_and_merge_print_ids_and_fail_with_documented_codes() {
     );
     let text = stdout(&cli(&["status", path_arg(mount.path())]));
     assert!(text.contains("last operation: merge (ok)"), "{text}");
+
+    // This mount and another client change the same file: exit code 6, the path in the message.
+    fs::write(ingest.join("sales/q1.csv"), "id,amount\n1,11\n").unwrap();
+    server.upload("repo", "main", "sales/q1.csv", "id,amount\n1,12\n");
+    server.commit("repo", "main", "their change");
+    let output = cli(&["merge", path_arg(&ingest), "--into", "main"]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("conflict") && stderr(&output).contains("sales/q1.csv"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
