@@ -383,31 +383,37 @@ fn show_progress(status_file: &Path, kind: OperationKind, after_sequence: u64, s
     bar.enable_steady_tick(Duration::from_millis(100));
     let mut showing_uploads = false;
     while !stop.load(Ordering::Relaxed) {
-        let running = std::fs::read_to_string(status_file)
+        let branch = std::fs::read_to_string(status_file)
             .ok()
             .and_then(|text| serde_json::from_str::<StatusReport>(&text).ok())
-            .and_then(|status| status.branch)
-            .and_then(|branch| {
-                let pending = branch.pending_uploads;
-                branch
-                    .running
-                    .filter(|r| r.sequence > after_sequence)
-                    .map(|r| (r, pending))
-            });
-        if let Some((running, pending)) = running {
-            if running.phase == Phase::Uploading && running.uploads_at_start > 0 {
-                if !showing_uploads {
-                    bar.set_style(uploads.clone());
-                    showing_uploads = true;
+            .and_then(|status| status.branch);
+        let Some(branch) = branch else {
+            std::thread::sleep(POLL_INTERVAL);
+            continue;
+        };
+        match branch.running.as_ref().filter(|r| r.sequence > after_sequence) {
+            Some(running) => {
+                if running.phase == Phase::Uploading && running.uploads_at_start > 0 {
+                    if !showing_uploads {
+                        bar.set_style(uploads.clone());
+                        showing_uploads = true;
+                    }
+                    let total = running.uploads_at_start as u64;
+                    bar.set_length(total);
+                    bar.set_position(total.saturating_sub(branch.pending_uploads as u64));
+                } else if showing_uploads {
+                    bar.set_style(spinner.clone());
+                    showing_uploads = false;
                 }
-                let total = running.uploads_at_start as u64;
-                bar.set_length(total);
-                bar.set_position(total.saturating_sub(pending as u64));
-            } else if showing_uploads {
-                bar.set_style(spinner.clone());
-                showing_uploads = false;
+                bar.set_message(format!("{}: {}", kind.name(), running.phase.describe()));
             }
-            bar.set_message(format!("{}: {}", kind.name(), running.phase.describe()));
+            // Not started yet: an upload (a file being closed) or another operation holds the branch.
+            None if branch.pending_uploads > 0 || branch.running.is_some() => bar.set_message(format!(
+                "{}: waiting for the branch's uploads and operations in progress ({} files pending)",
+                kind.name(),
+                branch.pending_uploads
+            )),
+            None => {}
         }
         std::thread::sleep(POLL_INTERVAL);
     }
