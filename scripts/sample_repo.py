@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-"""Creates the quickstart sample repository on a lakeFS server through the REST API (stdlib only).
+"""Creates the quickstart sample repository on a lakeFS server through the REST API.
 
-Repository `quickstart`: a few hundred CSV/JSON files in several directories, two commits on `main`,
+Repository `quickstart`: a few hundred CSV/JSON/Parquet files in several directories, two commits on `main`,
 a tag `v1` on the first one, a branch `ingest` with a fresh, uncommitted "sync", and a pre-merge hook
-definition under `_lakefs_actions/` (its URL is a placeholder that nothing listens on unless you start one).
+definition under `_lakefs_actions/` (scripts/sample_hook.py answers it in the quickstart).
 
-usage: sample_repo.py ENDPOINT [ACCESS_KEY_ID SECRET_ACCESS_KEY]
+Parquet files (next to the CSV and JSON they mirror) need pyarrow (`scripts/setup.sh quickstart` installs it
+into .venv); without it they are left out and everything else is still created.
+
+With --export DIR it also writes a local "export" (a new day of orders as CSV and Parquet, and a JSON
+manifest) into DIR, for the quickstart to copy through the mount and commit with `lakefs-fuse commit`.
+
+usage: sample_repo.py ENDPOINT [ACCESS_KEY_ID SECRET_ACCESS_KEY] [--export DIR]
 """
+import argparse
 import base64
+import io
 import json
+import os
 import random
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+
+try:
+    import pyarrow
+    import pyarrow.parquet
+except ImportError:
+    pyarrow = None
 
 REPO = "quickstart"
 
@@ -53,20 +67,66 @@ class Api:
         return json.loads(body)["id"]
 
 
-def csv_rows(rng, n, day):
-    lines = ["order_id,customer,amount,currency,created_at"]
-    for i in range(n):
-        lines.append(f"{day * 1000 + i},{rng.choice(['acme', 'globex', 'initech', 'umbrella'])},"
-                     f"{rng.randint(100, 99999) / 100:.2f},EUR,2026-11-{day:02d}T{i % 24:02d}:00:00Z")
+ORDER_COLUMNS = ["order_id", "customer", "amount", "currency", "created_at"]
+PARQUET = "application/vnd.apache.parquet"
+
+
+def order_records(rng, n, day):
+    return [{"order_id": day * 1000 + i, "customer": rng.choice(["acme", "globex", "initech", "umbrella"]),
+             "amount": rng.randint(100, 99999) / 100, "currency": "EUR",
+             "created_at": f"2026-11-{day:02d}T{i % 24:02d}:00:00Z"} for i in range(n)]
+
+
+def csv_bytes(records):
+    lines = [",".join(ORDER_COLUMNS)]
+    for r in records:
+        lines.append(f"{r['order_id']},{r['customer']},{r['amount']:.2f},{r['currency']},{r['created_at']}")
     return ("\n".join(lines) + "\n").encode()
 
 
+def parquet_bytes(records):
+    """The records as one Parquet file (snappy), or None without pyarrow."""
+    if pyarrow is None:
+        return None
+    out = io.BytesIO()
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(records), out, compression="snappy")
+    return out.getvalue()
+
+
+def write_export(directory, rng):
+    """A new day of orders as a local directory tree, to be copied through the mount."""
+    day = 26
+    files = {}
+    for part in range(4):
+        records = order_records(rng, 250, day)
+        files[f"orders/2026-11-{day:02d}/part-{part}.csv"] = csv_bytes(records)
+        parquet = parquet_bytes(records)
+        if parquet is not None:
+            files[f"orders/2026-11-{day:02d}/part-{part}.parquet"] = parquet
+    files[f"orders/2026-11-{day:02d}/_manifest.json"] = json.dumps(
+        {"day": f"2026-11-{day:02d}", "files": sorted(files), "source": "quickstart export"}, indent=2).encode()
+    for path, content in files.items():
+        target = os.path.join(directory, path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(content)
+    return len(files)
+
+
 def main():
-    endpoint = sys.argv[1]
-    key = sys.argv[2] if len(sys.argv) > 2 else "AKIAIOSFOLQUICKSTART"
-    secret = sys.argv[3] if len(sys.argv) > 3 else "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-    api = Api(endpoint, key, secret)
+    parser = argparse.ArgumentParser(description="Create the quickstart sample repository.")
+    parser.add_argument("endpoint")
+    parser.add_argument("access_key_id", nargs="?", default="AKIAIOSFOLQUICKSTART")
+    parser.add_argument("secret_access_key", nargs="?", default="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    parser.add_argument("--export", metavar="DIR", help="also write a local export to copy through the mount")
+    args = parser.parse_args()
+    api = Api(args.endpoint, args.access_key_id, args.secret_access_key)
     rng = random.Random(42)
+    if args.export:
+        count = write_export(args.export, random.Random(7))
+        print(f"export: {count} files in {args.export}")
+    if pyarrow is None:
+        print("pyarrow is not installed: leaving out the Parquet files (scripts/setup.sh quickstart installs it)")
 
     status, body = api.call("POST", "/repositories", body={"name": REPO, "storage_namespace": f"local://{REPO}",
                                                           "default_branch": "main"})
@@ -78,18 +138,33 @@ def main():
 
     api.upload("main", "README.md", b"# quickstart\n\nSample data for lakefs-fuse: orders, customers, events.\n")
     for day in range(1, 21):
-        api.upload("main", f"orders/2026-11-{day:02d}/orders.csv", csv_rows(rng, 50, day), "text/csv")
+        records = order_records(rng, 50, day)
+        api.upload("main", f"orders/2026-11-{day:02d}/orders.csv", csv_bytes(records), "text/csv")
+        parquet = parquet_bytes(records)
+        if parquet is not None:
+            api.upload("main", f"orders/2026-11-{day:02d}/orders.parquet", parquet, PARQUET)
+    customers = []
     for i in range(100):
         doc = {"id": i, "name": f"customer-{i:03d}", "country": rng.choice(["DE", "FR", "NL", "US"]),
                "tier": rng.choice(["free", "pro", "enterprise"])}
+        customers.append(doc)
         api.upload("main", f"customers/{i:03d}.json", json.dumps(doc).encode() + b"\n", "application/json")
+    parquet = parquet_bytes(customers)
+    if parquet is not None:
+        api.upload("main", "customers/customers.parquet", parquet, PARQUET)
     first = api.commit("main", "Load orders and customers")
     api.call("POST", f"/repositories/{REPO}/tags", body={"id": "v1", "ref": first})
 
+    all_events = []
     for h in range(24):
-        events = "".join(json.dumps({"hour": h, "event": rng.choice(["view", "click", "buy"]),
-                                     "user": rng.randint(1, 500)}) + "\n" for _ in range(20))
-        api.upload("main", f"events/2026-11-20/{h:02d}.jsonl", events.encode(), "application/x-ndjson")
+        events = [{"hour": h, "event": rng.choice(["view", "click", "buy"]), "user": rng.randint(1, 500)}
+                  for _ in range(20)]
+        all_events.extend(events)
+        lines = "".join(json.dumps(e) + "\n" for e in events)
+        api.upload("main", f"events/2026-11-20/{h:02d}.jsonl", lines.encode(), "application/x-ndjson")
+    parquet = parquet_bytes(all_events)
+    if parquet is not None:
+        api.upload("main", "events/2026-11-20/events.parquet", parquet, PARQUET)
     api.upload("main", "_lakefs_actions/pre-merge-schema.yaml", b"""name: schema check
 on:
   pre-merge:
@@ -104,9 +179,16 @@ hooks:
     api.commit("main", "Add events and the pre-merge hook definition")
 
     api.call("POST", f"/repositories/{REPO}/branches", body={"name": "ingest", "source": "main"})
+    synced = 0
     for day in range(21, 26):
-        api.upload("ingest", f"orders/2026-11-{day:02d}/orders.csv", csv_rows(rng, 50, day), "text/csv")
-    print(f"repository {REPO}: main (2 commits), tag v1, branch ingest with 5 uncommitted files")
+        records = order_records(rng, 50, day)
+        api.upload("ingest", f"orders/2026-11-{day:02d}/orders.csv", csv_bytes(records), "text/csv")
+        synced += 1
+        parquet = parquet_bytes(records)
+        if parquet is not None:
+            api.upload("ingest", f"orders/2026-11-{day:02d}/orders.parquet", parquet, PARQUET)
+            synced += 1
+    print(f"repository {REPO}: main (2 commits), tag v1, branch ingest with {synced} uncommitted files")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ use crate::server::auth::Credentials;
 use crate::server::ServerConfig;
 
 mod generate;
+pub mod mounts;
+pub mod operation;
+pub mod status;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +34,30 @@ pub enum Command {
     /// Mount lakeFS at MOUNTPOINT: `lakefs://` (all repositories), `lakefs://REPO` (its branches) or
     /// `lakefs://REPO/REF[/PREFIX]` (one ref). Daemonizes once the mount is live unless `-f` is given.
     Mount(Box<MountArgs>),
+    /// Commit what a mount wrote to a branch, with progress (as `.lakefs/commit` does).
+    ///
+    /// Uploads the files still pending, commits the staging branch and merges it into the branch, in one atomic
+    /// step. PATH is a mounted branch directory or any path inside it; any running mount works. A progress bar
+    /// on stderr (when it is a terminal) follows the uploads and the commit; the new commit id is printed on
+    /// stdout. The full error - hook name and output, conflicting paths - goes to stderr, and the exit code
+    /// says what kind it was: 3 not inside a mounted ref, 4 read-only ref (tag, commit, read-only mount),
+    /// 5 nothing to commit, 6 conflict, 7 rejected by a hook, 8 invalid request, 9 server error,
+    /// 10 access denied, 11 no staging space, 1 anything else, 2 usage error.
+    Commit(operation::CommitArgs),
+    /// Commit a mounted branch (if anything is pending) and merge it into another branch.
+    ///
+    /// What `.lakefs/merge` does: everything `commit` does when this mount has something to commit, then an
+    /// atomic merge of the branch into TARGET; the target's pre-merge hooks decide. Prints the merge commit id;
+    /// progress and exit codes as for `commit` (7: a pre-merge hook refused, 6: conflict without --strategy).
+    Merge(operation::MergeArgs),
+    /// Summarise lakefs-fuse mounts: server, refs, staging branches, uploads, changes, cache, errors.
+    ///
+    /// Reads each mount's `.lakefs/status.json`: the server endpoint, the mounted source and ref, every branch
+    /// written through the mount with its staging branch, pending uploads and uncommitted changes, the running
+    /// and last control operation with its full result or error, the last upload error, and data cache use.
+    /// Without MOUNTPOINT, every lakefs-fuse mount in /proc/self/mountinfo. Exits 1 when a mount cannot
+    /// report (its daemon died, the server is down), 3 when MOUNTPOINT is not a lakefs-fuse mount.
+    Status(status::StatusArgs),
     /// Write man pages or shell completions into a directory (used when packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -47,7 +74,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
-    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=. Generic options (rw, defaults,
+    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=, metrics=ADDRESS (Prometheus
+    /// metrics on http://ADDRESS/metrics, e.g. metrics=127.0.0.1:9464). Generic options (rw, defaults,
     /// noauto, _netdev, nofail, user, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -216,6 +244,9 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Generate(args) => generate::run(args),
+        Command::Commit(args) => return operation::run_commit(args),
+        Command::Merge(args) => return operation::run_merge(args),
+        Command::Status(args) => return status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -327,6 +358,24 @@ mod tests {
         assert_eq!(request.options.uid, Some(5));
         assert_eq!(request.options.file_mode, Some(0o600));
         assert_eq!(request.options.metadata_ttl, Some(std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn the_metrics_option_takes_a_socket_address() {
+        let parse = |o: &str| {
+            let cli = Cli::try_parse_from(["lakefs-fuse", "mount", "lakefs://repo/main", "/mnt", "-o", o]).unwrap();
+            let Command::Mount(args) = cli.command else {
+                panic!("not a mount")
+            };
+            (*args).into_request().map(|r| r.options.metrics)
+        };
+        assert_eq!(
+            parse("metrics=127.0.0.1:9464").unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert!(parse("metrics=localhost").is_err());
+        assert!(parse("metrics").is_err());
+        assert_eq!(parse("ro").unwrap(), None);
     }
 
     #[test]

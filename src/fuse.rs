@@ -28,6 +28,7 @@ macro_rules! fuse_error {
             ErrorLevel::Debug => tracing::debug!(op = $op, errno = err.errno, "{err}"),
             ErrorLevel::Warn => tracing::warn!(op = $op, errno = err.errno, "{err}"),
         }
+        crate::metrics::record_fuse_error($op);
         $reply.error(Errno::from_i32(err.errno));
     }};
 }
@@ -45,8 +46,12 @@ impl<L: LakeFs> FuseFilesystem<L> {
     /// Run one request's future on the runtime inside its own span (op, inode).
     fn block_on<F: std::future::Future>(&self, op: &'static str, ino: INodeNo, future: F) -> F::Output {
         use tracing::Instrument;
-        self.runtime
-            .block_on(future.instrument(tracing::debug_span!("fuse", op, ino = ino.0)))
+        let started = std::time::Instant::now();
+        let output = self
+            .runtime
+            .block_on(future.instrument(tracing::debug_span!("fuse", op, ino = ino.0)));
+        crate::metrics::record_fuse(op, started.elapsed());
+        output
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod fs;
 pub mod fuse;
 pub mod lakefs;
+pub mod metrics;
 pub mod mount;
 pub mod server;
 pub mod staging;

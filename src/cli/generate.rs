@@ -1,7 +1,8 @@
 //! `lakefs-fuse generate man|completions DIR`: manual pages and shell completions from the clap definitions, so
 //! they never drift from the real options. The Debian package build runs it (see `packaging/build-deb.sh`).
 //!
-//! Man pages: `lakefs-fuse.1` and one per visible subcommand (`lakefs-fuse-mount.1`, `lakefs-fuse-serve.1`), plus
+//! Man pages: `lakefs-fuse.1` and one per visible subcommand (`lakefs-fuse-mount.1`, `lakefs-fuse-serve.1`,
+//! `lakefs-fuse-commit.1`, `lakefs-fuse-merge.1`, `lakefs-fuse-status.1`), plus
 //! `mount.lakefs.8`, the mount helper's page in section 8 next to the other `mount.*` helpers. The helper page is
 //! the mount subcommand under the helper's name, with the mount(8) helper flags (`-s -f -n -v`) it accepts and
 //! sections on fstab, systemd and logging that only make sense there.
@@ -157,7 +158,14 @@ mod tests {
     fn man_pages_and_completions_are_written() {
         let dir = tempfile::tempdir().unwrap();
         generate_man(dir.path()).unwrap();
-        for page in ["lakefs-fuse.1", "lakefs-fuse-mount.1", "lakefs-fuse-serve.1"] {
+        for page in [
+            "lakefs-fuse.1",
+            "lakefs-fuse-mount.1",
+            "lakefs-fuse-serve.1",
+            "lakefs-fuse-commit.1",
+            "lakefs-fuse-merge.1",
+            "lakefs-fuse-status.1",
+        ] {
             let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
             assert!(
                 text.starts_with(".ie"),
@@ -168,6 +176,16 @@ mod tests {
         assert!(
             !dir.path().join("lakefs-fuse-generate.1").exists(),
             "hidden commands get no page"
+        );
+        let merge = std::fs::read_to_string(dir.path().join("lakefs-fuse-merge.1")).unwrap();
+        assert!(
+            merge.contains("source\\-wins") && merge.contains("\\-\\-into"),
+            "{merge}"
+        );
+        let commit = std::fs::read_to_string(dir.path().join("lakefs-fuse-commit.1")).unwrap();
+        assert!(
+            commit.contains("rejected by a hook"),
+            "exit codes are documented: {commit}"
         );
         let helper = std::fs::read_to_string(dir.path().join("mount.lakefs.8")).unwrap();
         assert!(helper.contains(".TH mount.lakefs 8"), "{helper}");

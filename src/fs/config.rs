@@ -119,6 +119,8 @@ pub struct FsConfig {
     /// restarted mount resumes its own.
     pub host: String,
     pub mountpoint: String,
+    /// The lakeFS API endpoint, for `.lakefs/status.json` only.
+    pub endpoint: String,
 }
 
 impl Default for FsConfig {
@@ -143,6 +145,7 @@ impl Default for FsConfig {
             max_staging: 16 * 1024 * 1024 * 1024,
             host: crate::staging::host_name(),
             mountpoint: String::new(),
+            endpoint: String::new(),
         }
     }
 }

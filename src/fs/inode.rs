@@ -72,6 +72,8 @@ pub enum ControlFile {
     Head,
     /// Human-readable state of the mounted ref.
     Status,
+    /// The same, and the whole mount's, as JSON (`lakefs-fuse status`, and the progress of `commit`/`merge`).
+    StatusJson,
     /// Name of the staging branch.
     Staging,
     /// Write a message: commit this mount's changes and merge them into the branch. Reads the last commit id.
@@ -83,9 +85,10 @@ pub enum ControlFile {
 }
 
 impl ControlFile {
-    pub const ALL: [ControlFile; 6] = [
+    pub const ALL: [ControlFile; 7] = [
         ControlFile::Head,
         ControlFile::Status,
+        ControlFile::StatusJson,
         ControlFile::Staging,
         ControlFile::Commit,
         ControlFile::Merge,
@@ -96,6 +99,7 @@ impl ControlFile {
         match self {
             Self::Head => "head",
             Self::Status => "status",
+            Self::StatusJson => "status.json",
             Self::Staging => "staging",
             Self::Commit => "commit",
             Self::Merge => "merge",

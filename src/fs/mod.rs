@@ -933,6 +933,7 @@ impl<L: LakeFs> Filesystem<L> {
                 }
                 text
             }
+            ControlFile::StatusJson => self.status_json(location, &head),
             ControlFile::Staging | ControlFile::Commit | ControlFile::Merge | ControlFile::Discard => {
                 self.write_status(location, file).unwrap_or_default()
             }

@@ -448,7 +448,7 @@ async fn control_directory_is_reachable_but_not_listed() {
     let control = walk(&fs, ".lakefs").await.unwrap();
     assert_eq!(
         list(&fs, control.attr.ino).await,
-        ["head", "status", "staging", "commit", "merge", "discard"]
+        ["head", "status", "status.json", "staging", "commit", "merge", "discard"]
     );
     assert_eq!(
         String::from_utf8(cat(&fs, ".lakefs/head").await.unwrap()).unwrap(),
@@ -456,6 +456,15 @@ async fn control_directory_is_reachable_but_not_listed() {
     );
     let status = String::from_utf8(cat(&fs, ".lakefs/status").await.unwrap()).unwrap();
     assert!(status.contains("ref: main") && status.contains(&head), "{status}");
+    let json = cat(&fs, ".lakefs/status.json").await.unwrap();
+    let report: crate::fs::write::control::StatusReport = serde_json::from_slice(&json).unwrap();
+    assert_eq!(
+        (report.reference.head.as_str(), report.reference.kind.as_str()),
+        (head.as_str(), "branch")
+    );
+    assert_eq!(report.mount.source, "lakefs://repo/main");
+    let branch = report.branch.expect("a branch of a read-write mount has write state");
+    assert_eq!((branch.pending_uploads, branch.sequence), (0, 0));
     assert_eq!(walk(&fs, "f/.lakefs").await.unwrap_err().errno, libc::ENOTDIR);
 }
 

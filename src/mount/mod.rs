@@ -122,7 +122,10 @@ fn limit_allocator_retention() {
 /// Mount with the real lakeFS client.
 pub fn run_mount(request: MountRequest) -> anyhow::Result<()> {
     limit_allocator_retention();
-    run_mount_with(request, |config| RemoteLakeFs::new(config).map_err(anyhow::Error::from))
+    run_mount_with(request, |config| {
+        let client = RemoteLakeFs::new(config)?;
+        Ok(crate::metrics::MeteredLakeFs::new(client))
+    })
 }
 
 /// Mount with the client `make_client` builds (see the module docs for the order of events).
@@ -146,6 +149,7 @@ where
     }
     // With the host name, the mountpoint names the staging branches, so a restarted mount resumes its own.
     fs_config.mountpoint = mountpoint.to_string_lossy().into_owned();
+    fs_config.endpoint = client_config.endpoint.clone();
     check_fuse_device()?;
     let log_file = request
         .options
@@ -170,7 +174,7 @@ where
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
-        return serve(runtime, fs, &mountpoint, &fuse, |result| {
+        return serve(runtime, fs, &mountpoint, &fuse, request.options.metrics, |result| {
             if let (Ok(()), Some(file)) = (result, &log_file) {
                 log::redirect_stderr(file);
             }
@@ -187,7 +191,7 @@ where
         let runtime = build_runtime()?;
         let fs = start(&runtime)?;
         let fuse = fuse_config(&fs);
-        serve(runtime, fs, &mountpoint, &fuse, report)
+        serve(runtime, fs, &mountpoint, &fuse, request.options.metrics, report)
     })
 }
 
@@ -198,9 +202,26 @@ fn serve<L: LakeFs>(
     fs: Filesystem<L>,
     mountpoint: &Path,
     fuse: &FuseConfig,
+    metrics: Option<std::net::SocketAddr>,
     on_mounted: impl FnOnce(Result<(), String>),
 ) -> anyhow::Result<()> {
     let fs = Arc::new(fs);
+    if let Some(address) = metrics {
+        let listener = match runtime.block_on(tokio::net::TcpListener::bind(address)) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let err = anyhow!("metrics endpoint {address}: {err}");
+                on_mounted(Err(format!("{err:#}")));
+                return Err(err);
+            }
+        };
+        let gauges = {
+            let fs = fs.clone();
+            move || fs.metrics_gauges()
+        };
+        runtime.spawn(crate::metrics::serve(listener, gauges));
+        tracing::info!(%address, "metrics on http://{address}/metrics");
+    }
     let adapter = FuseFilesystem::new(fs, runtime.handle().clone());
     let session = match fuser::Session::new(adapter, mountpoint, &fuse.to_fuser_config()) {
         Ok(session) => session,

@@ -55,6 +55,8 @@ pub struct MountOptions {
     pub debug: bool,
     /// Where a daemonized mount logs (appended); without it, a daemon logs to syslog.
     pub log_file: Option<PathBuf>,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); none by default.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Generic options of mount(8)/fstab that do not concern this filesystem.
@@ -170,6 +172,13 @@ impl MountOptions {
                 "allow_other" => self.allow_other = true,
                 "debug" => self.debug = true,
                 "log_file" => self.log_file = Some(PathBuf::from(need()?)),
+                "metrics" => {
+                    let address = need()?;
+                    let address = address
+                        .parse()
+                        .map_err(|_| invalid(format!("{address:?} is not an address such as 127.0.0.1:9464")))?;
+                    self.metrics = Some(address);
+                }
                 _ if is_ignored_generic(key) || is_ignored_generic(item) => {}
                 _ => return Err(OptionsError::Unknown(item.to_string())),
             }

@@ -121,6 +121,8 @@ pub(crate) struct WriteState {
     last_commit: Option<String>,
     last_merge: Option<String>,
     last_upload_error: Option<String>,
+    /// The running control operation and the last outcome, for `status.json`.
+    control: control::ControlState,
 }
 
 impl WriteState {
@@ -999,7 +1001,7 @@ pub(crate) fn read_local(local: &LocalFile, offset: u64, size: u32) -> FsResult<
         .map_err(|e| FsError::staging("reading", e))
 }
 
-mod control;
+pub mod control;
 mod posix;
 
 pub use self::control::{CommitCommand, MergeCommand};
