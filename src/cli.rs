@@ -176,25 +176,19 @@ pub struct ServeArgs {
         requires = "access_key_id"
     )]
     pub secret_access_key: Option<String>,
+    /// Accept lakeFS quickstart's public keys even when listening off loopback (only on a network where every
+    /// client may have full access).
+    #[arg(long)]
+    pub allow_quickstart_keys_off_loopback: bool,
 }
 
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let credentials = match (self.access_key_id, self.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                let mut c = Credentials::new();
-                c.add(&id, &secret);
-                c
-            }
-            _ => Credentials::default_for(self.listen).with_context(|| {
-                format!(
-                    "refusing to serve on {} with the public quickstart keys: set LAKEFS_FUSE_ACCESS_KEY_ID and \
-                     LAKEFS_FUSE_SECRET_ACCESS_KEY, or listen on 127.0.0.1",
-                    self.listen
-                )
-            })?,
-        };
-        Ok(ServerConfig::new(self.data_dir, self.listen, credentials))
+        let configured = self.access_key_id.as_deref().zip(self.secret_access_key.as_deref());
+        let credentials = Credentials::for_listener(self.listen, configured, self.allow_quickstart_keys_off_loopback)?;
+        let mut config = ServerConfig::new(self.data_dir, self.listen, credentials);
+        config.allow_quickstart_off_loopback = self.allow_quickstart_keys_off_loopback;
+        Ok(config)
     }
 }
 
