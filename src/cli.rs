@@ -56,7 +56,8 @@ pub struct MountArgs {
     pub endpoint: Option<String>,
     #[arg(long)]
     pub access_key_id: Option<String>,
-    /// Prefer LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY or the config file: `ps` shows command lines.
+    /// Prefer LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY or the config file: a secret on the command line is hidden
+    /// from `ps` once the mount starts, but is visible for a moment before.
     #[arg(long)]
     pub secret_access_key: Option<String>,
     /// lakectl configuration file (default: LAKECTL_CONFIG_FILE, else ~/.lakectl.yaml).
@@ -202,6 +203,11 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => {
             let fake = args.fake;
             (*args).into_request().and_then(|request| {
+                // A secret given on the command line is hidden from `ps` before anything else happens.
+                if let Some(secret) = &request.options.secret_access_key {
+                    crate::mount::argv::scrub_from_argv(secret)
+                        .context("hiding secret_access_key from the command line")?;
+                }
                 if fake {
                     return Ok(());
                 }
