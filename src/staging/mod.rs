@@ -244,7 +244,11 @@ impl StagingDir {
         let temp = self.dir.join(format!("{JOURNAL}.tmp"));
         let bytes = serde_json::to_vec(journal).map_err(|e| StagingError::io(&path, io::Error::other(e)))?;
         let write = || -> io::Result<()> {
-            let mut file = private_file_options().write(true).create(true).truncate(true).open(&temp)?;
+            let mut file = private_file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
             io::Write::write_all(&mut file, &bytes)?;
             file.sync_all()?;
             std::fs::rename(&temp, &path)?;
