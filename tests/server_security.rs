@@ -759,6 +759,28 @@ fn names_never_escape_the_data_dir() {
         let r = s.s3("DELETE", &format!("/repo/main/mp?uploadId={id}"), &[], b"");
         assert_eq!(r.status, 404, "abort uploadId {id:?}: {}", r.body);
     }
+    // Ref expressions with multi-byte characters after a modifier are refused, not a crash.
+    for reference in ["main~1%C3%A9", "main%5E%E2%82%AC", "main~%00", "main@%F0%9F%98%80"] {
+        let r = s.rest(
+            "GET",
+            &format!("/repositories/repo/refs/{reference}/objects/ls"),
+            "",
+            Some(basic(KEY, SECRET)),
+        );
+        assert!(
+            matches!(r.status, 400 | 404),
+            "REST ref {reference}: {} {}",
+            r.status,
+            r.body
+        );
+        let r = s.s3("GET", &format!("/repo/{reference}/obj"), &[], b"");
+        assert!(
+            matches!(r.status, 400 | 404),
+            "S3 ref {reference}: {} {}",
+            r.status,
+            r.body
+        );
+    }
     assert!(!tmp_marker.exists() && !Path::new("/").join(&marker).exists());
     for file in files_under(s.root.path()) {
         assert!(
