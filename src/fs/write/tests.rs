@@ -758,3 +758,28 @@ async fn a_file_created_during_a_commit_is_uploaded_by_its_close() {
         files(&[("existing.txt", "x"), ("new.txt", "created meanwhile")])
     );
 }
+
+#[tokio::test]
+async fn a_truncating_rewrite_during_a_commit_is_uploaded_by_its_close() {
+    let h: &'static Harness = Box::leak(Box::new(harness().await));
+    h.write_file("f", b"old").await.unwrap();
+    h.control("commit", "old").await.unwrap();
+    let ino = h.walk("f").await.unwrap().attr.ino;
+    let mode = OpenMode {
+        write: true,
+        truncate: true,
+    };
+    let fh = h.fs.open(ino, mode).await.unwrap().fh;
+    h.mock.set_merge_hook(Some(Box::new(move |_| {
+        futures::executor::block_on(h.fs.write(fh, 0, b"new data")).unwrap();
+        None
+    })));
+    h.control("commit", "truncated").await.unwrap();
+    h.mock.set_merge_hook(None);
+    h.fs.flush(fh).await.unwrap();
+    h.fs.release(fh);
+    assert_eq!(h.cat("f").await.unwrap(), b"new data");
+    h.control("commit", "rewritten").await.unwrap();
+    assert_eq!(h.on("main"), files(&[("f", "new data")]));
+    assert_eq!(h.cat("f").await.unwrap(), b"new data");
+}
