@@ -134,6 +134,8 @@ fn the_secret_stays_out_of_ps_logs_and_shared_files() {
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     assert!(cmdline.contains("secret_access_key=*"), "{cmdline}");
     assert!(!cmdline.contains(SECRET_ACCESS_KEY), "ps shows the secret: {cmdline}");
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(SECRET_ACCESS_KEY), "/proc/mounts shows the secret");
     let ps = Command::new("ps")
         .args(["-o", "args=", "-p"])
         .arg(child.id().to_string())

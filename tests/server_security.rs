@@ -479,6 +479,9 @@ fn rest_endpoints_refuse_bad_credentials() {
     assert_eq!(wrong_login.status, 401, "{}", wrong_login.body);
 }
 
+/// Name, method, request target, extra signed headers, body.
+type GatewayOperation<'a> = (&'a str, &'a str, String, &'a [(&'a str, &'a str)], Vec<u8>);
+
 #[test]
 fn gateway_operations_refuse_bad_signatures() {
     let s = Serve::start();
@@ -497,7 +500,7 @@ fn gateway_operations_refuse_bad_signatures() {
     let complete_xml = b"<CompleteMultipartUpload></CompleteMultipartUpload>".to_vec();
     let copy: &[(&str, &str)] = &[("x-amz-copy-source", "repo/main/obj")];
     let none: &[(&str, &str)] = &[];
-    let operations: Vec<(&str, &str, String, &[(&str, &str)], Vec<u8>)> = vec![
+    let operations: Vec<GatewayOperation> = vec![
         ("ListBuckets", "GET", "/".into(), none, vec![]),
         ("HeadBucket", "HEAD", "/repo".into(), none, vec![]),
         ("CreateBucket", "PUT", "/newrepo".into(), none, vec![]),
