@@ -84,7 +84,8 @@ pub struct MountArgs {
     pub endpoint: Option<String>,
     #[arg(long)]
     pub access_key_id: Option<String>,
-    /// Prefer LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY or the config file: `ps` shows command lines.
+    /// Prefer LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY or the config file: a secret on the command line is hidden
+    /// from `ps` once the mount starts, but is visible for a moment before.
     #[arg(long)]
     pub secret_access_key: Option<String>,
     /// lakectl configuration file (default: LAKECTL_CONFIG_FILE, else ~/.lakectl.yaml).
@@ -204,25 +205,19 @@ pub struct ServeArgs {
         requires = "access_key_id"
     )]
     pub secret_access_key: Option<String>,
+    /// Accept lakeFS quickstart's public keys even when listening off loopback (only on a network where every
+    /// client may have full access).
+    #[arg(long)]
+    pub allow_quickstart_keys_off_loopback: bool,
 }
 
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let credentials = match (self.access_key_id, self.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                let mut c = Credentials::new();
-                c.add(&id, &secret);
-                c
-            }
-            _ => Credentials::default_for(self.listen).with_context(|| {
-                format!(
-                    "refusing to serve on {} with the public quickstart keys: set LAKEFS_FUSE_ACCESS_KEY_ID and \
-                     LAKEFS_FUSE_SECRET_ACCESS_KEY, or listen on 127.0.0.1",
-                    self.listen
-                )
-            })?,
-        };
-        Ok(ServerConfig::new(self.data_dir, self.listen, credentials))
+        let configured = self.access_key_id.as_deref().zip(self.secret_access_key.as_deref());
+        let credentials = Credentials::for_listener(self.listen, configured, self.allow_quickstart_keys_off_loopback)?;
+        let mut config = ServerConfig::new(self.data_dir, self.listen, credentials);
+        config.allow_quickstart_off_loopback = self.allow_quickstart_keys_off_loopback;
+        Ok(config)
     }
 }
 
@@ -236,6 +231,11 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => {
             let fake = args.fake;
             (*args).into_request().and_then(|request| {
+                // A secret given on the command line is hidden from `ps` before anything else happens.
+                if let Some(secret) = &request.options.secret_access_key {
+                    crate::mount::argv::scrub_from_argv(secret)
+                        .context("hiding secret_access_key from the command line")?;
+                }
                 if fake {
                     return Ok(());
                 }

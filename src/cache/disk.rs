@@ -6,6 +6,8 @@
 //! so a reader never sees a partial block. An in-memory LRU index, rebuilt by scanning the directory at start,
 //! decides evictions. All file I/O is blocking: callers run it on the blocking pool. A cache directory belongs
 //! to one mount at a time: opening it sweeps temporary files another writer might still be using.
+//! Cached blocks are object data the mount's user may read but others may not, so shard directories are 0700 and
+//! block files 0600 whatever the umask.
 
 use std::fs;
 use std::io::Write;
@@ -45,7 +47,8 @@ fn file_name(key: &BlockKey) -> String {
 impl DiskBlockCache {
     /// Open (creating if needed) the cache in `dir`, indexing the blocks already there.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        // A new directory is private; an existing one was chosen by the user and keeps its mode.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700).create(dir)?;
         let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
         for shard in fs::read_dir(dir)? {
             let shard = shard?;
@@ -150,10 +153,15 @@ impl DiskBlockCache {
         let path = self.path(&name);
         let write = || -> std::io::Result<()> {
             if let Some(shard) = path.parent() {
-                fs::create_dir_all(shard)?;
+                if !shard.is_dir() {
+                    crate::staging::create_private_dir(shard)?;
+                }
             }
             let temp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-            let mut file = fs::File::create(&temp)?;
+            let mut file = crate::staging::private_file_options()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             file.write_all(&Sha256::digest(data))?;
             file.write_all(data)?;
             drop(file);
@@ -184,6 +192,20 @@ mod tests {
             span: 4096,
             index,
         }
+    }
+
+    #[test]
+    fn cached_blocks_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let cache = DiskBlockCache::open(&root, 1 << 20).unwrap();
+        cache.put(&key(0), b"object data");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        let file = cache.path(&file_name(&key(0)));
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
     }
 
     #[test]

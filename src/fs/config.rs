@@ -154,6 +154,27 @@ impl Default for FsConfig {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any string parses or is refused without panicking; a parsed source is well formed.
+        #[test]
+        fn arbitrary_sources(uri in proptest::prop_oneof![
+            "\\PC{0,60}",
+            "lakefs://[a-z0-9@.-]{0,8}(/[a-zA-Z0-9~^@$. -]{0,6}){0,4}/?",
+        ]) {
+            match Source::parse(&uri) {
+                Ok(Source::Server) => proptest::prop_assert_eq!(uri.as_str(), "lakefs://"),
+                Ok(Source::Repository { repo }) => proptest::prop_assert!(is_valid_repository_id(&repo)),
+                Ok(Source::Ref { repo, reference, prefix }) => {
+                    proptest::prop_assert!(is_valid_repository_id(&repo));
+                    proptest::prop_assert!(!reference.is_empty() && !reference.contains('/'));
+                    proptest::prop_assert!(!reference.chars().any(char::is_whitespace));
+                    proptest::prop_assert!(prefix.is_empty() || prefix.ends_with('/'));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     #[test]
     fn sources_parse_into_their_three_forms() {
         assert_eq!(Source::parse("lakefs://").unwrap(), Source::Server);

@@ -943,4 +943,6 @@ impl<L: LakeFs> Filesystem<L> {
 }
 
 #[cfg(test)]
+mod hostile_listing_tests;
+#[cfg(test)]
 mod tests;

@@ -37,4 +37,22 @@ mod tests {
             assert!(invalid_name_reason(bad).is_some(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        /// Exactly the names a directory entry can carry are accepted, for any input (long, multi-byte, dots).
+        #[test]
+        fn accepted_exactly_when_a_directory_entry_can_carry_it(name in proptest::prop_oneof![
+            "\\PC{0,300}",
+            "[./\\x00a]{0,4}",
+            "[é]{120,130}",
+        ]) {
+            let posix = !name.is_empty()
+                && name != "."
+                && name != ".."
+                && name.len() <= NAME_MAX
+                && !name.contains('/')
+                && !name.contains('\0');
+            proptest::prop_assert_eq!(invalid_name_reason(&name).is_none(), posix, "{:?}", name);
+        }
+    }
 }

@@ -71,6 +71,8 @@ struct MockState {
     bytes_served: u64,
     /// Errors to return instead of serving, per operation, with how many times.
     failures: BTreeMap<String, (LakeFsError, u32)>,
+    /// Raw listing pages served verbatim, per (repository, ref, prefix): a misbehaving server.
+    scripted_listings: BTreeMap<(String, String, String), std::collections::VecDeque<Page<ListEntry>>>,
 }
 
 impl std::fmt::Debug for MockState {
@@ -371,6 +373,14 @@ impl MockLakeFs {
     }
 
     /// Cap every listing page at `size` entries, whatever the caller asks for.
+    /// Answer `list_objects` on `repo`/`reference` with `prefix` by `pages`, verbatim and in order, one per call
+    /// whatever the request's `after` (the last page repeats): duplicates, names no file may carry, entries
+    /// outside the prefix, and cursors that repeat or go back, as a broken or hostile server might send.
+    pub fn script_listing(&self, repo: &str, reference: &str, prefix: &str, pages: Vec<Page<ListEntry>>) {
+        let key = (repo.to_string(), reference.to_string(), prefix.to_string());
+        self.lock().scripted_listings.insert(key, pages.into());
+    }
+
     pub fn set_page_size(&self, size: u32) {
         self.page_size.store(size.max(1), Ordering::SeqCst);
     }
@@ -606,7 +616,19 @@ impl LakeFs for MockLakeFs {
 
     async fn list_objects(&self, repo: &str, reference: &str, request: &ListRequest) -> Result<Page<ListEntry>> {
         self.begin("list_objects")?;
-        let state = self.lock();
+        let mut state = self.lock();
+        let key = (repo.to_string(), reference.to_string(), request.prefix.clone());
+        if let Some(pages) = state.scripted_listings.get_mut(&key) {
+            let page = if pages.len() > 1 {
+                pages.pop_front()
+            } else {
+                pages.front().cloned()
+            };
+            return Ok(page.unwrap_or(Page {
+                items: Vec::new(),
+                next_after: None,
+            }));
+        }
         let tree = state.repo(repo)?.tree(reference)?;
         let amount = request.amount.clamp(1, self.page_size.load(Ordering::SeqCst)) as usize;
         let mut items: Vec<ListEntry> = Vec::new();

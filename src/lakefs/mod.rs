@@ -430,13 +430,25 @@ impl<T: LakeFs> LakeFs for Arc<T> {
 }
 
 /// Connection settings shared by the REST and gateway clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Server URL as the user gave it (`http://host:8000` or `http://host:8000/api/v1`).
     pub endpoint: String,
     pub access_key_id: String,
     pub secret_access_key: String,
     pub retry: retry::RetryPolicy,
+}
+
+// Secrets never reach logs.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 /// The real client: REST for metadata, the S3 gateway for data, both retried.

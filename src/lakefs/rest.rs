@@ -37,12 +37,22 @@ pub fn api_base_url(endpoint: &str) -> Result<url::Url> {
     Ok(url)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestClient {
     http: reqwest::Client,
     base: String,
     access_key_id: String,
     secret_access_key: String,
+}
+
+// Secrets never reach logs.
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("base", &self.base)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@
 //! [`run_mount_with`] takes the function that builds the [`LakeFs`] client, so tests can run the whole path
 //! against any implementation.
 
+pub mod argv;
 pub mod log;
 pub mod options;
 

@@ -32,8 +32,8 @@ pub enum OptionsError {
     Connection(String),
 }
 
-/// Everything `-o` and the long flags can set; `None` = not given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Everything `-o` and the long flags can set; `None` = not given. `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct MountOptions {
     pub endpoint: Option<String>,
     pub access_key_id: Option<String>,
@@ -57,6 +57,34 @@ pub struct MountOptions {
     pub log_file: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for MountOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountOptions")
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("config", &self.config)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("file_mode", &self.file_mode)
+            .field("dir_mode", &self.dir_mode)
+            .field("metadata_ttl", &self.metadata_ttl)
+            .field("max_memory", &self.max_memory)
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_size", &self.cache_size)
+            .field("max_staging", &self.max_staging)
+            .field("threads", &self.threads)
+            .field("read_only", &self.read_only)
+            .field("allow_other", &self.allow_other)
+            .field("debug", &self.debug)
+            .field("log_file", &self.log_file)
+            .finish()
+    }
 }
 
 /// Generic options of mount(8)/fstab that do not concern this filesystem.

@@ -2,6 +2,12 @@
 //!
 //! lakeFS quickstart's well-known keys are the default, accepted only when the server listens on loopback
 //! (DESIGN §5); anywhere else keys must be configured (flag, environment or file).
+//!
+//! The keys are public (they are printed in lakeFS's documentation), so a server reachable from other machines
+//! that accepts them is open to anyone. [`Credentials::for_listener`] refuses that whether the keys come by default
+//! or were configured explicitly (a copied quickstart snippet), and [`crate::server::start`] checks it again, so
+//! no caller can bind a public address with them by accident. The one way through is an explicit override
+//! (`--allow-quickstart-keys-off-loopback`) for throwaway setups on a trusted network.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +68,61 @@ impl Credentials {
     pub fn default_for(listen: SocketAddr) -> Option<Self> {
         listen.ip().is_loopback().then(Self::quickstart)
     }
+
+    /// True when either half of lakeFS quickstart's public key pair is configured.
+    pub fn has_quickstart_key(&self) -> bool {
+        self.keys.iter().any(|(id, secret)| {
+            id == QUICKSTART_ACCESS_KEY_ID
+                || constant_time_eq(secret.as_bytes(), QUICKSTART_SECRET_ACCESS_KEY.as_bytes())
+        })
+    }
+
+    /// The credentials of a server listening on `listen`: `configured` keys, else quickstart's. Quickstart keys
+    /// (default or configured) are refused off loopback unless `allow_quickstart_off_loopback`.
+    pub fn for_listener(
+        listen: SocketAddr,
+        configured: Option<(&str, &str)>,
+        allow_quickstart_off_loopback: bool,
+    ) -> Result<Self, CredentialsError> {
+        let credentials = match configured {
+            Some((access_key_id, secret)) => {
+                let mut c = Self::new();
+                c.add(access_key_id, secret);
+                c
+            }
+            None => Self::quickstart(),
+        };
+        credentials.check_listener(listen, allow_quickstart_off_loopback)?;
+        Ok(credentials)
+    }
+
+    /// Refuses public keys on a listener other machines can reach.
+    pub fn check_listener(
+        &self,
+        listen: SocketAddr,
+        allow_quickstart_off_loopback: bool,
+    ) -> Result<(), CredentialsError> {
+        if self.is_empty() {
+            return Err(CredentialsError::NoKeys);
+        }
+        if self.has_quickstart_key() && !listen.ip().is_loopback() && !allow_quickstart_off_loopback {
+            return Err(CredentialsError::QuickstartOffLoopback { listen });
+        }
+        Ok(())
+    }
+}
+
+/// Why a server refuses to start with its credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("no access keys configured: set LAKEFS_FUSE_ACCESS_KEY_ID and LAKEFS_FUSE_SECRET_ACCESS_KEY")]
+    NoKeys,
+    #[error(
+        "refusing to serve on {listen} with lakeFS quickstart's public keys (anyone who reads the lakeFS docs \
+         knows them): set LAKEFS_FUSE_ACCESS_KEY_ID and LAKEFS_FUSE_SECRET_ACCESS_KEY to private keys, or listen \
+         on 127.0.0.1; --allow-quickstart-keys-off-loopback overrides this for a trusted network"
+    )]
+    QuickstartOffLoopback { listen: SocketAddr },
 }
 
 /// Compares without an early exit, so response timing does not leak how much of a secret matched.
@@ -81,6 +142,35 @@ mod tests {
         assert!(Credentials::default_for("127.0.0.1:8000".parse().unwrap()).is_some());
         assert!(Credentials::default_for("[::1]:8000".parse().unwrap()).is_some());
         assert!(Credentials::default_for("0.0.0.0:8000".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn quickstart_keys_refused_off_loopback_even_when_configured() {
+        let public: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let quickstart = Some((QUICKSTART_ACCESS_KEY_ID, QUICKSTART_SECRET_ACCESS_KEY));
+        assert!(Credentials::for_listener(loopback, None, false).is_ok());
+        assert!(Credentials::for_listener(loopback, quickstart, false).is_ok());
+        for configured in [
+            None,
+            quickstart,
+            Some((QUICKSTART_ACCESS_KEY_ID, "private-secret")),
+            Some(("PRIVATEKEY", QUICKSTART_SECRET_ACCESS_KEY)),
+        ] {
+            let err = Credentials::for_listener(public, configured, false).unwrap_err();
+            assert!(
+                err.to_string().contains("--allow-quickstart-keys-off-loopback"),
+                "{err}"
+            );
+            assert!(Credentials::for_listener(public, configured, true).is_ok());
+        }
+        let private = Credentials::for_listener(public, Some(("PRIVATEKEY", "private-secret")), false).unwrap();
+        assert!(private.verify("PRIVATEKEY", "private-secret"));
+        assert!(!private.verify(QUICKSTART_ACCESS_KEY_ID, QUICKSTART_SECRET_ACCESS_KEY));
+        assert!(matches!(
+            Credentials::new().check_listener(loopback, false),
+            Err(CredentialsError::NoKeys)
+        ));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub region: String,
     /// Host names that select the S3 gateway (path-style) and, as parent domains, virtual-host style.
     pub gateway_domains: Vec<String>,
+    /// Accept lakeFS quickstart's public keys on a non-loopback listener (see [`auth`]).
+    pub allow_quickstart_off_loopback: bool,
 }
 
 impl ServerConfig {
@@ -41,6 +43,7 @@ impl ServerConfig {
             credentials,
             region: "us-east-1".to_string(),
             gateway_domains: vec!["s3.local.lakefs.io".to_string()],
+            allow_quickstart_off_loopback: false,
         }
     }
 }
@@ -84,6 +87,9 @@ impl ServerHandle {
 
 /// Opens the store, binds the listener and starts serving in the background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
+    config
+        .credentials
+        .check_listener(config.listen, config.allow_quickstart_off_loopback)?;
     let data_dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await??;
     let http = reqwest::Client::builder().build()?;

@@ -16,6 +16,10 @@
 //! file with its repository, staging branch, key and metadata. A mount restarted after a crash keeps the journalled
 //! files, and the filesystem uploads them when it loads the branch's staging state ([`StagingDir::take_recovered`]).
 //! Files the journal does not name are leftovers and are removed when the directory opens.
+//!
+//! Privacy: staged files hold data not yet committed and the journal names repositories and keys, so the mount's
+//! directory is created (or tightened to) 0700 and every file in it 0600, whatever the umask; the default root may
+//! be the shared temporary directory.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -64,6 +68,25 @@ pub fn default_staging_root() -> PathBuf {
         return home.join(".cache").join("lakefs-fuse");
     }
     std::env::temp_dir().join("lakefs-fuse")
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only, and tightens it to 0700 if it already existed.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let metadata = std::fs::metadata(dir)?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Options that create a file readable by its owner only.
+pub(crate) fn private_file_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(0o600);
+    options
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +143,7 @@ impl StagingDir {
     /// [`Self::take_recovered`], other leftovers are removed.
     pub fn open(root: &Path, mount_id: &str, limit: u64) -> Result<Arc<Self>, StagingError> {
         let dir = root.join(mount_id);
-        std::fs::create_dir_all(&dir).map_err(|e| StagingError::io(&dir, e))?;
+        create_private_dir(&dir).map_err(|e| StagingError::io(&dir, e))?;
         let journal_path = dir.join(JOURNAL);
         let recovered: BTreeMap<String, PendingUpload> = match std::fs::read(&journal_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -221,7 +244,11 @@ impl StagingDir {
         let temp = self.dir.join(format!("{JOURNAL}.tmp"));
         let bytes = serde_json::to_vec(journal).map_err(|e| StagingError::io(&path, io::Error::other(e)))?;
         let write = || -> io::Result<()> {
-            let mut file = File::create(&temp)?;
+            let mut file = private_file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)?;
             io::Write::write_all(&mut file, &bytes)?;
             file.sync_all()?;
             std::fs::rename(&temp, &path)?;
@@ -248,7 +275,7 @@ impl StagingDir {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{n}{DATA_SUFFIX}");
         let path = self.dir.join(&name);
-        let file = std::fs::OpenOptions::new()
+        let file = private_file_options()
             .read(true)
             .write(true)
             .create(true)
@@ -403,6 +430,29 @@ mod tests {
             staging: "_fuse-main-x".into(),
             key: key.into(),
             metadata: BTreeMap::new(),
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn staged_files_and_the_journal_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A pre-existing, world-readable mount directory is tightened.
+        std::fs::create_dir_all(tmp.path().join("shared")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path().join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        for id in ["new", "shared"] {
+            let staging = StagingDir::open(tmp.path(), id, 100).unwrap();
+            let file = staging.create().unwrap();
+            file.write_at(0, b"uncommitted").unwrap();
+            staging.journal_pending(&file, pending("a/secret")).unwrap();
+            assert_eq!(mode(staging.path()), 0o700, "{id}");
+            assert_eq!(mode(&staging.path().join(JOURNAL)), 0o600, "{id}");
+            assert_eq!(mode(&file.path), 0o600, "{id}");
         }
     }
 

@@ -383,19 +383,21 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(())
     }
 
-    /// After a commit (`discard` false) or a discard: the overlay empties. A file still open for writing after a
-    /// commit stays staged (its bytes are committed; later writes make it dirty again).
+    /// After a commit (`discard` false) or a discard: the overlay empties. After a commit, a file still open for
+    /// writing stays staged, and so does one changed since its last upload: writes take no operation lock, so a
+    /// writer may have written (or created the file) while the commit ran, after the commit's uploads. Such a file
+    /// keeps its `dirty` flag, so its `close` uploads what the commit did not include.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
         let mut state = writer.state();
         state.retired.clear();
         let overlay = std::mem::take(&mut state.overlay);
         for (key, entry) in overlay {
             let Overlay::Staged(id) = entry else { continue };
-            let open = state.files.get(&id).is_some_and(|f| f.handles > 0 && f.local.is_some());
-            if open && !discard {
-                if let Some(file) = state.files.get_mut(&id) {
-                    file.dirty = false;
-                }
+            let keep = state
+                .files
+                .get(&id)
+                .is_some_and(|f| (f.handles > 0 && f.local.is_some()) || f.dirty);
+            if keep && !discard {
                 state.overlay.insert(key, Overlay::Staged(id));
                 continue;
             }

@@ -12,6 +12,9 @@ use crate::fs::{lock, Entry, Filesystem, FsError, FsResult, OpenFile, OpenMode, 
 use crate::lakefs::{LakeFs, ObjectInfo, META_CLIENT_MTIME, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
 use crate::staging::LocalFile;
 
+/// How often `open` stages a file again when commits keep retiring it before a handle holds it.
+const MAX_STAGE_ATTEMPTS: usize = 5;
+
 impl<L: LakeFs> Filesystem<L> {
     /// Create and open a regular file.
     pub async fn create(&self, parent: InodeNo, name: &str, mode: u32) -> FsResult<(Entry, Opened)> {
@@ -63,6 +66,17 @@ impl<L: LakeFs> Filesystem<L> {
         if let Some(file) = writer.state().files.get_mut(&id) {
             file.handles += 1;
         }
+        self.insert_staged_handle(writer, id, local, write)
+    }
+
+    /// A handle on staged file `id`, whose `handles` count the caller already raised.
+    fn insert_staged_handle(
+        &self,
+        writer: &Arc<BranchWriter>,
+        id: u64,
+        local: Option<Arc<LocalFile>>,
+        write: bool,
+    ) -> FsResult<Opened> {
         let fh = self.new_handle();
         lock(&self.files).insert(
             fh,
@@ -103,9 +117,37 @@ impl<L: LakeFs> Filesystem<L> {
                 keep_cache: false,
             });
         }
-        let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
-        let local = self.materialize(&writer, id, mode.truncate).await?;
-        self.open_staged_handle(&writer, id, Some(local), mode.write)
+        // Staging takes no operation lock, so a commit may retire the staged file before a handle holds it (a
+        // file nobody holds and that the commit uploaded is retired); writes through a handle on a retired file
+        // would never be uploaded. Claim the handle only while the file is still the one its key shows, else
+        // stage again from what the branch now holds.
+        for _ in 0..MAX_STAGE_ATTEMPTS {
+            let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
+            let local = self.materialize(&writer, id, mode.truncate).await?;
+            let claimed = {
+                let mut state = writer.state();
+                let shown = state.shows(id);
+                match state.files.get_mut(&id) {
+                    Some(file) if shown => {
+                        file.handles += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if claimed {
+                if mode.write {
+                    if let Err(err) = self.journal(&writer, id) {
+                        self.release_staged(&writer, id);
+                        return Err(err);
+                    }
+                }
+                return self.insert_staged_handle(&writer, id, Some(local), mode.write);
+            }
+        }
+        Err(FsError::stale(
+            "the file changed under concurrent commits; retry the open",
+        ))
     }
 
     /// `open` of a staged file for reading.

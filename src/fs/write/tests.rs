@@ -708,3 +708,78 @@ async fn files_not_uploaded_at_a_crash_are_uploaded_by_the_restarted_mount() {
     );
     drop(fs);
 }
+
+#[tokio::test]
+async fn a_write_to_an_open_file_during_a_commit_is_uploaded_by_its_close() {
+    // The harness must outlive the merge hook, which writes through it while the commit runs.
+    let h: &'static Harness = Box::leak(Box::new(harness().await));
+    let (parent, name) = h.parent("open.txt").await.unwrap();
+    let fh = h.fs.create(parent, &name, 0o644).await.unwrap().1.fh;
+    h.fs.write(fh, 0, b"before").await.unwrap();
+    // Between the commit's uploads and its end, the writer (which takes no operation lock) writes again.
+    h.mock.set_merge_hook(Some(Box::new(move |_| {
+        futures::executor::block_on(h.fs.write(fh, 0, b"during the commit")).unwrap();
+        None
+    })));
+    h.control("commit", "first").await.unwrap();
+    h.mock.set_merge_hook(None);
+    assert_eq!(h.on("main"), files(&[("open.txt", "before")]));
+    h.fs.flush(fh).await.unwrap();
+    h.fs.release(fh);
+    h.control("commit", "second").await.unwrap();
+    assert_eq!(h.on("main"), files(&[("open.txt", "during the commit")]));
+    assert_eq!(h.cat("open.txt").await.unwrap(), b"during the commit");
+}
+
+#[tokio::test]
+async fn a_file_created_during_a_commit_is_uploaded_by_its_close() {
+    let h: &'static Harness = Box::leak(Box::new(harness().await));
+    h.write_file("existing.txt", b"x").await.unwrap();
+    let created = Arc::new(std::sync::Mutex::new(None));
+    let slot = created.clone();
+    h.mock.set_merge_hook(Some(Box::new(move |_| {
+        futures::executor::block_on(async {
+            let (parent, name) = h.parent("new.txt").await.unwrap();
+            let fh = h.fs.create(parent, &name, 0o644).await.unwrap().1.fh;
+            h.fs.write(fh, 0, b"created meanwhile").await.unwrap();
+            *slot.lock().unwrap() = Some(fh);
+        });
+        None
+    })));
+    h.control("commit", "first").await.unwrap();
+    h.mock.set_merge_hook(None);
+    let fh = created.lock().unwrap().take().unwrap();
+    h.fs.flush(fh).await.unwrap();
+    h.fs.release(fh);
+    assert_eq!(h.cat("new.txt").await.unwrap(), b"created meanwhile");
+    h.control("commit", "second").await.unwrap();
+    assert_eq!(
+        h.on("main"),
+        files(&[("existing.txt", "x"), ("new.txt", "created meanwhile")])
+    );
+}
+
+#[tokio::test]
+async fn a_truncating_rewrite_during_a_commit_is_uploaded_by_its_close() {
+    let h: &'static Harness = Box::leak(Box::new(harness().await));
+    h.write_file("f", b"old").await.unwrap();
+    h.control("commit", "old").await.unwrap();
+    let ino = h.walk("f").await.unwrap().attr.ino;
+    let mode = OpenMode {
+        write: true,
+        truncate: true,
+    };
+    let fh = h.fs.open(ino, mode).await.unwrap().fh;
+    h.mock.set_merge_hook(Some(Box::new(move |_| {
+        futures::executor::block_on(h.fs.write(fh, 0, b"new data")).unwrap();
+        None
+    })));
+    h.control("commit", "truncated").await.unwrap();
+    h.mock.set_merge_hook(None);
+    h.fs.flush(fh).await.unwrap();
+    h.fs.release(fh);
+    assert_eq!(h.cat("f").await.unwrap(), b"new data");
+    h.control("commit", "rewritten").await.unwrap();
+    assert_eq!(h.on("main"), files(&[("f", "new data")]));
+    assert_eq!(h.cat("f").await.unwrap(), b"new data");
+}

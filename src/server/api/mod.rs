@@ -318,9 +318,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        // axum's default body limit (2 MiB) applies here; over it the rejection's status is 413, which is kept.
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+            .map_err(|e| ApiError::new(e.status(), format!("reading request body: {e}")))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return serde_json::from_slice(b"{}")
                 .map(JsonBody)

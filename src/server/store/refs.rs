@@ -116,7 +116,8 @@ pub(super) fn parse_ref(expr: &str) -> Result<ParsedRef<'_>, StoreError> {
     let mut modifiers = Vec::new();
     let mut rest = &expr[split..];
     while let Some(op) = rest.chars().next() {
-        rest = &rest[1..];
+        // After the first modifier `op` may be any character, multi-byte ones included.
+        rest = &rest[op.len_utf8()..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         let (number, tail) = rest.split_at(digits);
         rest = tail;
@@ -398,8 +399,49 @@ mod tests {
             "a b",
             "main~x",
             "main~99999999999",
+            "main~1é",
+            "main^€",
         ] {
             assert!(matches!(parse_ref(bad), Err(StoreError::InvalidRef(_))), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any expression parses or is refused without panicking; a parsed one splits into a base (no modifier
+        /// characters, no whitespace) and modifiers that account for the rest.
+        #[test]
+        fn ref_expressions_never_panic(
+            expr in proptest::prop_oneof![
+                "\\PC{0,40}",
+                "[a-z0-9_.-]{0,8}([~^@$][0-9]{0,12}|[é€ \\x00/]){0,6}",
+            ]
+        ) {
+            if let Ok(parsed) = parse_ref(&expr) {
+                proptest::prop_assert!(!parsed.base.is_empty());
+                proptest::prop_assert!(expr.starts_with(parsed.base));
+                proptest::prop_assert!(!parsed.base.contains(['~', '^', '@', '$']));
+                proptest::prop_assert!(!expr.chars().any(char::is_whitespace));
+                proptest::prop_assert!(parsed.modifiers.len() <= expr.len() - parsed.base.len());
+            }
+        }
+
+        /// Names the server accepts can never act as a path component that moves: no `/`, no `..`, no NUL,
+        /// never `.` or `..` themselves.
+        #[test]
+        fn accepted_names_cannot_traverse(name in proptest::prop_oneof![
+            "\\PC{0,20}",
+            "[a-z0-9./\\x00-]{0,12}",
+        ]) {
+            let traverses = |n: &str| n == "." || n == ".." || n.contains('/') || n.contains('\0') || n.contains("..");
+            if validate_repository_id(&name).is_ok() {
+                proptest::prop_assert!(!traverses(&name) && !name.contains('.'), "repository {:?}", name);
+            }
+            if validate_branch_id(&name).is_ok() {
+                proptest::prop_assert!(!traverses(&name) && !name.contains('.'), "branch {:?}", name);
+            }
+            if validate_tag_id(&name).is_ok() {
+                proptest::prop_assert!(!traverses(&name), "tag {:?}", name);
+            }
         }
     }
 }
