@@ -47,7 +47,7 @@ pub use self::config::{FsConfig, Source};
 pub use self::error::{FsError, FsResult};
 pub use self::inode::InodeNo;
 pub use self::readdir::{DirEntry, DirectoryReplier};
-pub use self::write::{BranchWriter, SetAttr};
+pub use self::write::{BranchWriter, Owner, SetAttr};
 
 use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
@@ -299,6 +299,7 @@ impl<L: LakeFs> Filesystem<L> {
                 },
                 uid: self.config.uid,
                 gid: self.config.gid,
+                rdev: 0,
             },
             _ => directory_attr(inode.ino, &self.config, self.mounted_at),
         }

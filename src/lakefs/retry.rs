@@ -116,7 +116,10 @@ mod tests {
     fn transfers_get_a_deadline_that_grows_with_their_size() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.for_transfer(0), policy);
-        assert_eq!(policy.for_transfer(MIN_TRANSFER_RATE - 1).request_timeout, policy.request_timeout);
+        assert_eq!(
+            policy.for_transfer(MIN_TRANSFER_RATE - 1).request_timeout,
+            policy.request_timeout
+        );
         let two_gib = policy.for_transfer(2 << 30);
         assert_eq!(
             two_gib.request_timeout,

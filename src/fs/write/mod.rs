@@ -253,6 +253,13 @@ impl BranchWriter {
 }
 
 /// Attribute changes of `setattr`, independent of fuser's types.
+/// The user a new file belongs to: the caller of `create`/`mknod`, as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetAttr {
     pub mode: Option<u32>,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, KeyView, Overlay, SetAttr};
+use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, KeyView, Overlay, Owner, SetAttr};
 use crate::fs::attr::FileKind;
 use crate::fs::inode::{Inode, InodeNo, NodeKind, RefLocation};
 use crate::fs::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
@@ -13,8 +13,21 @@ use crate::lakefs::{LakeFs, ObjectInfo, META_CLIENT_MTIME, META_POSIX_PERMISSION
 use crate::staging::LocalFile;
 
 impl<L: LakeFs> Filesystem<L> {
-    /// Create and open a regular file.
+    /// Create and open a regular file owned by the mount's default user.
     pub async fn create(&self, parent: InodeNo, name: &str, mode: u32) -> FsResult<(Entry, Opened)> {
+        let owner = self.default_owner();
+        self.create_as(parent, name, mode, owner).await
+    }
+
+    fn default_owner(&self) -> Owner {
+        Owner {
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    /// Create and open a regular file owned by `owner` (recorded when it is not the mount's default user).
+    pub async fn create_as(&self, parent: InodeNo, name: &str, mode: u32, owner: Owner) -> FsResult<(Entry, Opened)> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "create").await?;
@@ -23,7 +36,7 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::is_a_directory(key));
         }
         let local = self.new_local(&key)?;
-        let metadata = self.permissions_metadata(mode, None, None);
+        let metadata = self.permissions_metadata(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let id = self.insert_staged(&writer, &key, Some(local.clone()), None, metadata, true);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
@@ -32,22 +45,48 @@ impl<L: LakeFs> Filesystem<L> {
         Ok((self.entry_of(&inode), opened))
     }
 
-    /// `::lakefs::posix-permissions` for a mode that differs from the mount's default (none otherwise).
-    fn permissions_metadata(&self, mode: u32, uid: Option<u32>, gid: Option<u32>) -> BTreeMap<String, String> {
+    /// `::lakefs::posix-permissions` for a new file of full `st_mode` `mode`: recorded when anything differs from
+    /// what an object without the key shows (a regular file with `file_mode`, owned by the mount's user).
+    fn permissions_metadata(&self, mode: u32, owner: Owner, rdev: u32) -> BTreeMap<String, String> {
         let mut metadata = BTreeMap::new();
-        let perm = mode & 0o7777;
-        if perm != u32::from(self.config.file_mode) || uid.is_some() || gid.is_some() {
-            metadata.insert(
-                META_POSIX_PERMISSIONS.to_string(),
-                serde_json::json!({
-                    "UID": uid.unwrap_or(self.config.uid),
-                    "GID": gid.unwrap_or(self.config.gid),
-                    "Mode": libc::S_IFREG | perm,
-                })
-                .to_string(),
-            );
+        let (file_type, perm) = (mode & libc::S_IFMT, mode & 0o7777);
+        if file_type != libc::S_IFREG || perm != u32::from(self.config.file_mode) || owner != self.default_owner() {
+            let mut value = serde_json::json!({ "UID": owner.uid, "GID": owner.gid, "Mode": file_type | perm });
+            if matches!(file_type, libc::S_IFCHR | libc::S_IFBLK) {
+                value["Rdev"] = rdev.into();
+            }
+            metadata.insert(META_POSIX_PERMISSIONS.to_string(), value.to_string());
         }
         metadata
+    }
+
+    /// `mknod(2)`: a FIFO, socket or device node is an empty object whose recorded mode names its type (see
+    /// [`crate::fs::attr`]); `S_IFREG` makes an empty regular file. Uploaded at once, as no close follows.
+    pub async fn mknod(&self, parent: InodeNo, name: &str, mode: u32, rdev: u32, owner: Owner) -> FsResult<Entry> {
+        Self::check_name(name)?;
+        let mode = match mode & libc::S_IFMT {
+            0 => libc::S_IFREG | mode,
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => mode,
+            _ => return Err(FsError::invalid(format!("mknod: file type {:o}", mode & libc::S_IFMT))),
+        };
+        let dir = self.inode(parent)?;
+        let (writer, location, prefix) = self.writable_dir(&dir, "mknod").await?;
+        let key = format!("{prefix}{name}");
+        if writer.has_local_below(&format!("{key}/")) {
+            return Err(FsError::exists(key));
+        }
+        let local = self.new_local(&key)?;
+        let metadata = self.permissions_metadata(mode, owner, rdev);
+        let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
+        {
+            let _guard = writer.operation.lock().await;
+            self.journal(&writer, id)?;
+            self.upload(&writer, id).await?;
+        }
+        self.forget_negative(parent, name);
+        let inode = self.bind_staged(parent, name, &location, &writer, id);
+        self.table.remember(&inode);
+        Ok(self.entry_of(&inode))
     }
 
     fn open_staged_handle(
@@ -282,14 +321,21 @@ impl<L: LakeFs> Filesystem<L> {
                         .and_then(|v| u32::try_from(v).ok())
                         .unwrap_or(default)
                 };
-                let mode = change
-                    .mode
-                    .unwrap_or_else(|| field("Mode", libc::S_IFREG | u32::from(self.config.file_mode)));
-                let value = serde_json::json!({
+                let recorded = field("Mode", libc::S_IFREG | u32::from(self.config.file_mode));
+                let mode = change.mode.unwrap_or(recorded);
+                // The file type stays what it was (a FIFO or device node keeps its type through chmod).
+                let file_type = match recorded & libc::S_IFMT {
+                    0 => libc::S_IFREG,
+                    file_type => file_type,
+                };
+                let mut value = serde_json::json!({
                     "UID": change.uid.unwrap_or_else(|| field("UID", self.config.uid)),
                     "GID": change.gid.unwrap_or_else(|| field("GID", self.config.gid)),
-                    "Mode": libc::S_IFREG | (mode & 0o7777),
+                    "Mode": file_type | (mode & 0o7777),
                 });
+                if let Some(rdev) = current.get("Rdev") {
+                    value["Rdev"] = rdev.clone();
+                }
                 file.metadata
                     .insert(META_POSIX_PERMISSIONS.to_string(), value.to_string());
             }

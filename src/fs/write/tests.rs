@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::fs::{DirEntry, Entry, FileKind, Filesystem, FsConfig, FsResult, InodeNo, OpenMode, SetAttr, Source};
+use crate::fs::{DirEntry, Entry, FileKind, Filesystem, FsConfig, FsResult, InodeNo, OpenMode, Owner, SetAttr, Source};
 use crate::lakefs::mock::MockLakeFs;
 use crate::lakefs::{LakeFs, LakeFsError, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
 
@@ -551,7 +551,70 @@ async fn writes_past_the_staging_budget_fail_with_enospc() {
 }
 
 #[tokio::test]
-async fn hard_links_and_special_files_are_refused() {
+async fn special_files_and_files_of_other_users_keep_type_owner_and_device_through_chmod_and_commit() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let user = Owner { uid: 65534, gid: 65534 };
+    let fifo = h.fs.mknod(root, "fifo", libc::S_IFIFO | 0o640, 0, user).await.unwrap();
+    assert_eq!(
+        (fifo.attr.kind, fifo.attr.perm, fifo.attr.uid),
+        (FileKind::Fifo, 0o640, 65534)
+    );
+    let dev =
+        h.fs.mknod(root, "dev", libc::S_IFCHR | 0o600, 0x0103, user)
+            .await
+            .unwrap();
+    assert_eq!((dev.attr.kind, dev.attr.rdev), (FileKind::CharDevice, 0x0103));
+    // Uploaded at once: the staging branch has the type in the recorded mode.
+    let metadata = h.mock.metadata("repo", &h.staging(), "fifo").unwrap();
+    let perms: serde_json::Value = serde_json::from_str(&metadata[META_POSIX_PERMISSIONS]).unwrap();
+    assert_eq!(perms["Mode"], libc::S_IFIFO | 0o640);
+    // chmod changes the permission bits only; chown keeps the device number.
+    let entry =
+        h.fs.setattr(
+            fifo.attr.ino,
+            SetAttr {
+                mode: Some(0o604),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((entry.attr.kind, entry.attr.perm), (FileKind::Fifo, 0o604));
+    let entry =
+        h.fs.setattr(
+            dev.attr.ino,
+            SetAttr {
+                uid: Some(7),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (entry.attr.kind, entry.attr.rdev, entry.attr.uid),
+        (FileKind::CharDevice, 0x0103, 7)
+    );
+    // A regular file created by another user is that user's, with the mount's default mode.
+    let (file, opened) = h.fs.create_as(root, "mine", 0o644, user).await.unwrap();
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    assert_eq!(
+        (file.attr.uid, file.attr.gid, file.attr.kind),
+        (65534, 65534, FileKind::RegularFile)
+    );
+    // Directories are not special files.
+    let err = h.fs.mknod(root, "d", libc::S_IFDIR | 0o755, 0, user).await.unwrap_err();
+    assert_eq!(err.errno, libc::EINVAL);
+    h.control("commit", "special").await.unwrap();
+    assert_eq!(h.walk("fifo").await.unwrap().attr.kind, FileKind::Fifo);
+    assert_eq!(h.walk("fifo").await.unwrap().attr.perm, 0o604);
+    assert_eq!(h.walk("dev").await.unwrap().attr.rdev, 0x0103);
+    assert_eq!(h.walk("mine").await.unwrap().attr.uid, 65534);
+}
+
+#[tokio::test]
+async fn hard_links_are_refused() {
     let h = harness().await;
     let root = h.walk("").await.unwrap().attr.ino;
     assert_eq!(h.fs.refuse_write(root, "link").errno, libc::EPERM);
