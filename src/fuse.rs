@@ -61,7 +61,7 @@ fn to_file_attr(attr: &Attr) -> FileAttr {
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind,
         perm: attr.perm,
@@ -333,9 +333,17 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let owner = fs::Owner {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
         let result = match utf8_name(name) {
-            Ok(name) => self.block_on("mkdir", parent, self.fs.mkdir(fs::InodeNo(parent.0), name)),
+            Ok(name) => self.block_on(
+                "mkdir",
+                parent,
+                self.fs.mkdir_as(fs::InodeNo(parent.0), name, mode & !umask, owner),
+            ),
             Err(err) => Err(err),
         };
         match result {

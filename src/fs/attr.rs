@@ -46,6 +46,8 @@ pub struct Attr {
     pub kind: FileKind,
     pub size: u64,
     pub mtime: SystemTime,
+    /// Status change time: the mtime, except for directories whose attributes changed in this mount.
+    pub ctime: SystemTime,
     /// Permission bits only (no file type).
     pub perm: u16,
     pub uid: u32,
@@ -91,6 +93,7 @@ pub fn directory_attr(ino: InodeNo, config: &FsConfig, mtime: SystemTime) -> Att
         kind: FileKind::Directory,
         size: 0,
         mtime,
+        ctime: mtime,
         perm: config.dir_mode,
         uid: config.uid,
         gid: config.gid,
@@ -99,11 +102,13 @@ pub fn directory_attr(ino: InodeNo, config: &FsConfig, mtime: SystemTime) -> Att
 }
 
 pub fn object_attr(ino: InodeNo, kind: FileKind, object: &ObjectInfo, config: &FsConfig) -> Attr {
+    let mtime = object_mtime(object);
     let mut attr = Attr {
         ino,
         kind,
         size: object.size,
-        mtime: object_mtime(object),
+        mtime,
+        ctime: mtime,
         perm: if kind == FileKind::Symlink {
             0o777
         } else {

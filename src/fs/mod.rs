@@ -292,6 +292,7 @@ impl<L: LakeFs> Filesystem<L> {
                 kind: FileKind::RegularFile,
                 size: 0,
                 mtime: SystemTime::now(),
+                ctime: SystemTime::now(),
                 perm: if file.is_writable() && self.writer(location).is_some() {
                     0o644
                 } else {
@@ -301,6 +302,13 @@ impl<L: LakeFs> Filesystem<L> {
                 gid: self.config.gid,
                 rdev: 0,
             },
+            (NodeKind::Directory { location, prefix, .. }, _) => {
+                let mut attr = directory_attr(inode.ino, &self.config, self.mounted_at);
+                if let Some(meta) = self.writer(location).and_then(|w| w.dir_meta(prefix)) {
+                    meta.apply(&mut attr);
+                }
+                attr
+            }
             _ => directory_attr(inode.ino, &self.config, self.mounted_at),
         }
     }

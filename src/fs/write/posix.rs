@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, KeyView, Overlay, Owner, SetAttr};
+use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, DirMeta, KeyView, Overlay, Owner, SetAttr};
 use crate::fs::attr::FileKind;
 use crate::fs::inode::{Inode, InodeNo, NodeKind, RefLocation};
 use crate::fs::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
@@ -38,6 +38,7 @@ impl<L: LakeFs> Filesystem<L> {
         let local = self.new_local(&key)?;
         let metadata = self.permissions_metadata(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let id = self.insert_staged(&writer, &key, Some(local.clone()), None, metadata, true);
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
@@ -83,6 +84,7 @@ impl<L: LakeFs> Filesystem<L> {
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
@@ -280,8 +282,25 @@ impl<L: LakeFs> Filesystem<L> {
         let inode = self.inode(ino)?;
         match &inode.kind {
             NodeKind::ControlFile { file, .. } if file.is_writable() => return Ok(self.entry_of(&inode)),
+            NodeKind::Directory { location, prefix, .. } => {
+                // Directories have no object to carry attributes: they are kept in memory (see `DirMeta`).
+                let Some(writer) = self.writer(location) else {
+                    return Err(self.write_refusal(&inode, "setattr"));
+                };
+                let now = std::time::SystemTime::now();
+                writer.update_dir_meta(prefix, self.default_dir_meta(), |meta| {
+                    if let Some(mode) = change.mode {
+                        meta.perm = (mode & 0o7777) as u16;
+                    }
+                    meta.uid = change.uid.unwrap_or(meta.uid);
+                    meta.gid = change.gid.unwrap_or(meta.gid);
+                    meta.mtime = change.mtime.unwrap_or(meta.mtime);
+                    meta.ctime = now;
+                });
+                return Ok(self.entry_of(&inode));
+            }
             kind if kind.is_dir() => {
-                // Directories have no object to carry attributes; accept and keep the defaults.
+                // Repository and server roots: nothing to keep the attributes in.
                 if let Some(location) = kind.location() {
                     if self.writer(location).is_none() {
                         return Err(self.write_refusal(&inode, "setattr"));
@@ -357,6 +376,12 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     pub async fn mkdir(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
+        let (mode, owner) = (u32::from(self.config.dir_mode), self.default_owner());
+        self.mkdir_as(parent, name, mode, owner).await
+    }
+
+    /// `mkdir(2)` by `owner` with permission bits `mode` (kept in memory, see [`DirMeta`]).
+    pub async fn mkdir_as(&self, parent: InodeNo, name: &str, mode: u32, owner: Owner) -> FsResult<Entry> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "mkdir").await?;
@@ -366,6 +391,16 @@ impl<L: LakeFs> Filesystem<L> {
         }
         let sub = format!("{prefix}{name}/");
         writer.state().local_dirs.insert(sub.clone());
+        let now = std::time::SystemTime::now();
+        let meta = DirMeta {
+            perm: (mode & 0o7777) as u16,
+            uid: owner.uid,
+            gid: owner.gid,
+            mtime: now,
+            ctime: now,
+        };
+        writer.update_dir_meta(&sub, meta, |m| *m = meta);
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_directory(parent, name, &location, sub);
         self.table.remember(&inode);
@@ -386,6 +421,7 @@ impl<L: LakeFs> Filesystem<L> {
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
@@ -411,6 +447,7 @@ impl<L: LakeFs> Filesystem<L> {
         let key = format!("{prefix}{name}");
         let _guard = writer.operation.lock().await;
         self.delete_key(&writer, &key).await?;
+        self.dir_entries_changed(&writer, &prefix);
         if let Some(child) = self.table.child(parent, name) {
             self.table.forget(child.ino, 1);
         }
@@ -459,7 +496,12 @@ impl<L: LakeFs> Filesystem<L> {
         if nonempty || !self.branch_keys_below(&writer, &location, &sub).await?.is_empty() {
             return Err(FsError::not_empty(sub));
         }
-        writer.state().local_dirs.remove(&sub);
+        {
+            let mut state = writer.state();
+            state.local_dirs.remove(&sub);
+            state.dir_meta.remove(&sub);
+        }
+        self.dir_entries_changed(&writer, &prefix);
         self.table.unbind(parent, name);
         Ok(())
     }
@@ -542,6 +584,7 @@ impl<L: LakeFs> Filesystem<L> {
                 // An empty directory moved stays visible at its new name.
                 state.local_dirs.insert(dst.clone());
             }
+            writer.move_dir_meta(&src, &dst);
             self.table.unbind(new_parent, new_name);
             let kind = NodeKind::Directory {
                 location: location.clone(),
@@ -562,6 +605,8 @@ impl<L: LakeFs> Filesystem<L> {
             };
             self.table.rebind(source_inode.ino, new_parent, new_name, kind);
         }
+        self.dir_entries_changed(&writer, &src_prefix);
+        self.dir_entries_changed(&writer, &dst_prefix);
         self.forget_negative(new_parent, new_name);
         self.forget_negative(parent, name);
         Ok(())

@@ -364,6 +364,40 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_refuses_non_empty() {
 }
 
 #[tokio::test]
+async fn directories_keep_mode_owner_and_times_changed_through_the_mount() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let user = Owner { uid: 65534, gid: 65533 };
+    let dir = h.fs.mkdir_as(root, "d", 0o711, user).await.unwrap();
+    assert_eq!((dir.attr.perm, dir.attr.uid, dir.attr.gid), (0o711, 65534, 65533));
+    // chmod and chown of a directory stick; the ctime moves, an explicit mtime is kept.
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let change = SetAttr {
+        mode: Some(0o700),
+        uid: Some(1),
+        mtime: Some(mtime),
+        ..SetAttr::default()
+    };
+    let entry = h.fs.setattr(dir.attr.ino, change).await.unwrap();
+    assert_eq!((entry.attr.perm, entry.attr.uid, entry.attr.gid), (0o700, 1, 65533));
+    assert_eq!(entry.attr.mtime, mtime);
+    assert!(entry.attr.ctime > mtime);
+    // Adding an entry moves the parent's mtime and ctime.
+    h.write_file("d/f", b"x").await.unwrap();
+    let after = h.walk("d").await.unwrap().attr;
+    assert!(after.mtime > mtime);
+    assert_eq!(after.perm, 0o700);
+    // The attributes follow a rename and go with rmdir.
+    let d = h.walk("").await.unwrap().attr.ino;
+    h.fs.rename(d, "d", d, "e", false).await.unwrap();
+    assert_eq!(h.walk("e").await.unwrap().attr.perm, 0o700);
+    h.unlink("e/f").await.unwrap();
+    h.fs.rmdir(root, "e").await.unwrap();
+    let again = h.fs.mkdir(root, "e").await.unwrap();
+    assert_eq!(again.attr.perm, FsConfig::default().dir_mode);
+}
+
+#[tokio::test]
 async fn chmod_utimens_and_symlinks_use_the_reserved_metadata_keys() {
     let h = harness().await;
     h.write_file("f", b"data").await.unwrap();
