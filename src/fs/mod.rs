@@ -382,6 +382,11 @@ impl<L: LakeFs> Filesystem<L> {
         if invalid_name_reason(name).is_some() {
             return Err(FsError::not_found(format!("{name:?} cannot name a lakeFS entry")));
         }
+        if let NodeKind::Directory { prefix, .. } = &dir.kind {
+            if prefix.len() + name.len() > names::KEY_MAX {
+                return Err(FsError::not_found(format!("{prefix}{name}: longer than a lakeFS key")));
+            }
+        }
         match &dir.kind {
             NodeKind::Server => {
                 if !config::is_valid_repository_id(name) {

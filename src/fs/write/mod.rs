@@ -563,6 +563,18 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
+    /// A new key must fit lakeFS's key length.
+    fn check_key(key: &str) -> FsResult<()> {
+        if key.len() > super::names::KEY_MAX {
+            return Err(FsError::name_too_long(format!(
+                "{} bytes: lakeFS keys are at most {} bytes",
+                key.len(),
+                super::names::KEY_MAX
+            )));
+        }
+        Ok(())
+    }
+
     fn check_name(name: &str) -> FsResult<()> {
         if name.len() > NAME_MAX {
             return Err(FsError::name_too_long(format!("{} bytes", name.len())));

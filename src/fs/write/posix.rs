@@ -32,6 +32,7 @@ impl<L: LakeFs> Filesystem<L> {
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "create").await?;
         let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
         if writer.has_local_below(&format!("{key}/")) {
             return Err(FsError::is_a_directory(key));
         }
@@ -73,6 +74,7 @@ impl<L: LakeFs> Filesystem<L> {
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "mknod").await?;
         let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
         if writer.has_local_below(&format!("{key}/")) {
             return Err(FsError::exists(key));
         }
@@ -390,6 +392,7 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::exists(format!("{prefix}{name}")));
         }
         let sub = format!("{prefix}{name}/");
+        Self::check_key(&sub)?;
         writer.state().local_dirs.insert(sub.clone());
         let now = std::time::SystemTime::now();
         let meta = DirMeta {
@@ -412,6 +415,7 @@ impl<L: LakeFs> Filesystem<L> {
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "symlink").await?;
         let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
         let local = self.new_local(&key)?;
         let mut metadata = BTreeMap::new();
         metadata.insert(META_SYMLINK_TARGET.to_string(), target.to_string());
@@ -540,6 +544,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         let src_key = format!("{src_prefix}{name}");
         let dst_key = format!("{dst_prefix}{new_name}");
+        Self::check_key(&dst_key)?;
         let _guard = writer.operation.lock().await;
         if source.attr.kind == FileKind::Directory {
             let (src, dst) = (format!("{src_key}/"), format!("{dst_key}/"));

@@ -648,6 +648,29 @@ async fn special_files_and_files_of_other_users_keep_type_owner_and_device_throu
 }
 
 #[tokio::test]
+async fn paths_longer_than_a_lakefs_key_are_enametoolong_to_create_and_absent_to_look_up() {
+    let h = harness().await;
+    let segment = "d".repeat(250);
+    let mut dir = h.walk("").await.unwrap().attr.ino;
+    for _ in 0..4 {
+        dir = h.fs.mkdir(dir, &segment).await.unwrap().attr.ino; // 4 * 251 = 1004 bytes of prefix
+    }
+    let long = "f".repeat(30);
+    assert_eq!(
+        h.fs.create(dir, &long, 0o644).await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(h.fs.mkdir(dir, &long).await.unwrap_err().errno, libc::ENAMETOOLONG);
+    assert_eq!(
+        h.fs.symlink(dir, &long, "t").await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(h.fs.lookup(dir, &long).await.unwrap_err().errno, libc::ENOENT);
+    // A name that still fits works.
+    h.fs.create(dir, "short", 0o644).await.unwrap();
+}
+
+#[tokio::test]
 async fn hard_links_are_refused() {
     let h = harness().await;
     let root = h.walk("").await.unwrap().attr.ino;
