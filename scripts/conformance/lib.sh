@@ -33,9 +33,11 @@ conf_install_tool() { # conf_install_tool CRATE [VERSION]
   local crate=$1 version=${2:-}
   [ -x "$CONF_TOOLS/bin/$crate" ] && return 0
   echo "conformance: cargo install $crate${version:+ $version} into $CONF_TOOLS" >&2
-  # A target dir of its own: the tool's dependencies must not disturb the project's build cache.
+  # A target dir of its own: the tool's dependencies must not disturb the project's build cache. The tool's own
+  # lock file first (the versions it was released with); if that no longer resolves, the newest compatible ones.
   CARGO_TARGET_DIR="$CONF_TOOLS/build" cargo install -q --locked --root "$CONF_TOOLS" \
-    ${version:+--version "$version"} "$crate"
+    ${version:+--version "$version"} "$crate" ||
+    CARGO_TARGET_DIR="$CONF_TOOLS/build" cargo install -q --root "$CONF_TOOLS" ${version:+--version "$version"} "$crate"
   rm -rf "$CONF_TOOLS/build"
 }
 
