@@ -4,7 +4,9 @@
 #   2. Rust unit and integration tests, including real FUSE mounts (feature fuse_tests),
 #   3. the compat suite: the official lakeFS clients (lakefs-sdk, lakefs, lakefs-spec, boto3, aws CLI)
 #      against `lakefs-fuse serve`,
-#   4. the Debian package: build, install, `mount -t lakefs`, an fstab mount, removal (needs root and dpkg).
+#   4. the Debian package: build, install, `mount -t lakefs`, an fstab mount, removal (needs root and dpkg),
+#   5. POSIX conformance of a mounted branch: pjdfstest against the ratchet file scripts/conformance/pjdfstest.expected
+#      and fsx (100,000 operations, then the committed file re-read from a fresh mount); needs root and /dev/fuse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh python
@@ -27,3 +29,11 @@ LAKEFS_FUSE_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/lakefs-fuse" .v
 
 echo "== Debian package: install, mount -t lakefs, fstab, remove"
 scripts/test_deb.sh
+
+echo "== conformance: pjdfstest and fsx on a mounted branch"
+if [ -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then
+  scripts/conformance/pjdfstest.sh
+  scripts/conformance/fsx.sh 100000
+else
+  echo "warning: conformance needs root and /dev/fuse; skipped" >&2
+fi

@@ -58,8 +58,7 @@ impl<L: LakeFs> FuseFilesystem<L> {
 fn to_file_attr(attr: &Attr) -> FileAttr {
     let (kind, nlink) = match attr.kind {
         FileKind::Directory => (FileType::Directory, 2),
-        FileKind::RegularFile => (FileType::RegularFile, 1),
-        FileKind::Symlink => (FileType::Symlink, 1),
+        other => (file_type(other), 1),
     };
     FileAttr {
         ino: INodeNo(attr.ino.0),
@@ -67,14 +66,14 @@ fn to_file_attr(attr: &Attr) -> FileAttr {
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind,
         perm: attr.perm,
         nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         blksize: 128 * 1024,
         flags: 0,
     }
@@ -85,6 +84,10 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::Directory => FileType::Directory,
         FileKind::RegularFile => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -311,27 +314,41 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         }
     }
 
-    fn mknod(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        // Device nodes, FIFOs and sockets have no lakeFS representation.
-        let err = match self.fs.refuse_write(fs::InodeNo(parent.0), "mknod") {
-            err if err.errno == libc::EROFS => err,
-            _ => FsError::not_permitted("mknod: only regular files, directories and symlinks can be stored"),
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let result = match utf8_name(name) {
+            Ok(name) => self.block_on(
+                "mknod",
+                parent,
+                self.fs.mknod(
+                    fs::InodeNo(parent.0),
+                    name,
+                    mode & !(umask & 0o7777),
+                    rdev,
+                    fs::Owner {
+                        uid: req.uid(),
+                        gid: req.gid(),
+                    },
+                ),
+            ),
+            Err(err) => Err(err),
         };
-        fuse_error!("mknod", reply, err);
+        match result {
+            Ok(entry) => reply.entry(&entry.ttl, &to_file_attr(&entry.attr), Generation(0)),
+            Err(err) => fuse_error!("mknod", reply, err),
+        }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let owner = fs::Owner {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
         let result = match utf8_name(name) {
-            Ok(name) => self.block_on("mkdir", parent, self.fs.mkdir(fs::InodeNo(parent.0), name)),
+            Ok(name) => self.block_on(
+                "mkdir",
+                parent,
+                self.fs.mkdir_as(fs::InodeNo(parent.0), name, mode & !umask, owner),
+            ),
             Err(err) => Err(err),
         };
         match result {
@@ -421,7 +438,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -429,11 +446,15 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let owner = fs::Owner {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
         let result = match utf8_name(name) {
             Ok(name) => self.block_on(
                 "create",
                 parent,
-                self.fs.create(fs::InodeNo(parent.0), name, mode & !umask),
+                self.fs.create_as(fs::InodeNo(parent.0), name, mode & !umask, owner),
             ),
             Err(err) => Err(err),
         };

@@ -325,3 +325,41 @@ fn large_files_upload_in_parts_and_the_staging_budget_is_enforced() {
     fs::remove_file(small.join("too-big.bin")).unwrap();
     fs::write(small.join("fits.bin"), vec![1u8; 1000]).unwrap();
 }
+
+#[test]
+fn fifos_device_nodes_and_directory_modes_through_the_kernel() {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+    let server = Server::start();
+    server.create_repository("repo");
+    let mount = Mount::start(&server, "lakefs://repo/main", "");
+    let root = mount.path();
+
+    run("mkfifo", &["-m", "640", "pipe"], root);
+    run("mknod", &["tty", "c", "5", "0"], root);
+    let pipe = fs::symlink_metadata(root.join("pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o7777, 0o640);
+    let tty = fs::symlink_metadata(root.join("tty")).unwrap();
+    assert!(tty.file_type().is_char_device());
+    assert_eq!(tty.rdev(), libc::makedev(5, 0));
+    fs::set_permissions(root.join("pipe"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(fs::symlink_metadata(root.join("pipe")).unwrap().file_type().is_fifo());
+
+    // Directory mode from mkdir(2) and chmod, kept by this mount.
+    fs::DirBuilder::new().mode(0o750).create(root.join("dir")).unwrap();
+    assert_eq!(fs::metadata(root.join("dir")).unwrap().mode() & 0o7777, 0o750);
+    fs::set_permissions(root.join("dir"), fs::Permissions::from_mode(0o711)).unwrap();
+    assert_eq!(fs::metadata(root.join("dir")).unwrap().mode() & 0o7777, 0o711);
+
+    // Committed, the special files stay what they are for every reader.
+    control(root, "commit", "special files").unwrap();
+    drop(mount);
+    let fresh = Mount::start(&server, "lakefs://repo/main", "");
+    let pipe = fs::symlink_metadata(fresh.join("pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o7777, 0o600);
+    assert!(fs::symlink_metadata(fresh.join("tty"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}

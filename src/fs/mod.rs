@@ -47,7 +47,7 @@ pub use self::config::{FsConfig, Source};
 pub use self::error::{FsError, FsResult};
 pub use self::inode::InodeNo;
 pub use self::readdir::{DirEntry, DirectoryReplier};
-pub use self::write::{BranchWriter, SetAttr};
+pub use self::write::{BranchWriter, Owner, SetAttr};
 
 use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
@@ -292,6 +292,7 @@ impl<L: LakeFs> Filesystem<L> {
                 kind: FileKind::RegularFile,
                 size: 0,
                 mtime: SystemTime::now(),
+                ctime: SystemTime::now(),
                 perm: if file.is_writable() && self.writer(location).is_some() {
                     0o644
                 } else {
@@ -299,7 +300,15 @@ impl<L: LakeFs> Filesystem<L> {
                 },
                 uid: self.config.uid,
                 gid: self.config.gid,
+                rdev: 0,
             },
+            (NodeKind::Directory { location, prefix, .. }, _) => {
+                let mut attr = directory_attr(inode.ino, &self.config, self.mounted_at);
+                if let Some(meta) = self.writer(location).and_then(|w| w.dir_meta(prefix)) {
+                    meta.apply(&mut attr);
+                }
+                attr
+            }
             _ => directory_attr(inode.ino, &self.config, self.mounted_at),
         }
     }
@@ -372,6 +381,11 @@ impl<L: LakeFs> Filesystem<L> {
     async fn resolve_child(&self, dir: &Inode, name: &str) -> FsResult<Arc<Inode>> {
         if invalid_name_reason(name).is_some() {
             return Err(FsError::not_found(format!("{name:?} cannot name a lakeFS entry")));
+        }
+        if let NodeKind::Directory { prefix, .. } = &dir.kind {
+            if prefix.len() + name.len() > names::KEY_MAX {
+                return Err(FsError::not_found(format!("{prefix}{name}: longer than a lakeFS key")));
+            }
         }
         match &dir.kind {
             NodeKind::Server => {

@@ -9,6 +9,10 @@
 /// Longest file name the kernel accepts.
 pub const NAME_MAX: usize = 255;
 
+/// Longest lakeFS object key: a path whose key would be longer cannot exist (lookup is `ENOENT` without asking the
+/// server) and cannot be created (`ENAMETOOLONG`), although it is shorter than the kernel's `PATH_MAX`.
+pub const KEY_MAX: usize = 1024;
+
 /// Why a key segment cannot be a file name, or `None` when it can.
 pub fn invalid_name_reason(name: &str) -> Option<&'static str> {
     if name.is_empty() {

@@ -581,14 +581,19 @@ impl LakeFs for RemoteLakeFs {
         file: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> Result<ObjectInfo> {
+        let size = tokio::fs::metadata(file)
+            .await
+            .map_err(|e| LakeFsError::Transport(format!("reading {}: {e}", file.display())))?
+            .len();
+        let retry = self.retry.for_transfer(size);
         if metadata.is_empty() {
             // Data goes through the gateway (multipart when large); the stats come from the REST API.
-            self.retry
+            retry
                 .run("put_object", || self.gateway.put_file(repo, branch, path, file))
                 .await?;
         } else {
             // Reserved `::lakefs::` keys can only be set through the REST upload's `x-lakefs-internal-*` headers.
-            self.retry
+            retry
                 .run("upload_object", || {
                     self.rest.upload_file(repo, branch, path, file, metadata)
                 })

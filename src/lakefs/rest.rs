@@ -433,13 +433,16 @@ impl RestClient {
         file: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let data = tokio::fs::read(file)
-            .await
-            .map_err(|e| LakeFsError::Transport(format!("reading {}: {e}", file.display())))?;
+        // Streamed from the file: a large object never sits in memory whole.
+        let reading = |e: std::io::Error| LakeFsError::Transport(format!("reading {}: {e}", file.display()));
+        let data = tokio::fs::File::open(file).await.map_err(reading)?;
+        let size = data.metadata().await.map_err(reading)?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(data, 1 << 20));
         let mut request = self
             .request(Method::POST, &["repositories", repo, "branches", branch, "objects"])
             .query(&[("path", path)])
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, size);
         for (key, value) in metadata {
             let header = match key.strip_prefix(RESERVED_META_PREFIX) {
                 Some(rest) => format!("{INTERNAL_META_HEADER}{rest}"),
@@ -447,7 +450,7 @@ impl RestClient {
             };
             request = request.header(header, value);
         }
-        self.send_empty(request.body(data)).await
+        self.send_empty(request.body(body)).await
     }
 
     pub async fn delete_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {

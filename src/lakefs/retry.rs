@@ -12,6 +12,10 @@ use rand::Rng;
 
 use super::{LakeFsError, Result};
 
+/// The slowest transfer rate (bytes per second) an attempt that moves object data is granted before it counts as
+/// stalled.
+pub const MIN_TRANSFER_RATE: u64 = 4 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in total, including the first; at least 1.
@@ -41,6 +45,18 @@ impl RetryPolicy {
             max_attempts: 1,
             request_timeout,
             ..Self::default()
+        }
+    }
+
+    /// The policy for moving `bytes` of object data in one attempt: the deadline grows by one second per
+    /// [`MIN_TRANSFER_RATE`] bytes, so a large upload on a slow link is not cut off as a stalled request while a
+    /// stalled socket still is.
+    pub fn for_transfer(&self, bytes: u64) -> Self {
+        Self {
+            request_timeout: self
+                .request_timeout
+                .saturating_add(Duration::from_secs(bytes / MIN_TRANSFER_RATE)),
+            ..self.clone()
         }
     }
 
@@ -94,6 +110,22 @@ mod tests {
             max_wait: Duration::from_millis(2),
             request_timeout: Duration::from_millis(50),
         }
+    }
+
+    #[test]
+    fn transfers_get_a_deadline_that_grows_with_their_size() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.for_transfer(0), policy);
+        assert_eq!(
+            policy.for_transfer(MIN_TRANSFER_RATE - 1).request_timeout,
+            policy.request_timeout
+        );
+        let two_gib = policy.for_transfer(2 << 30);
+        assert_eq!(
+            two_gib.request_timeout,
+            policy.request_timeout + Duration::from_secs((2 << 30) / MIN_TRANSFER_RATE)
+        );
+        assert_eq!(two_gib.max_attempts, policy.max_attempts);
     }
 
     #[tokio::test]

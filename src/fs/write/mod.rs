@@ -117,6 +117,8 @@ pub(crate) struct WriteState {
     retired: HashMap<u64, String>,
     /// Local-only directories (`mkdir`), as prefixes ending in `/`.
     local_dirs: BTreeSet<String>,
+    /// Mode, owner and times of directories changed through this mount, by prefix ("" is the branch root).
+    dir_meta: HashMap<String, DirMeta>,
     last_operation: Option<String>,
     last_commit: Option<String>,
     last_merge: Option<String>,
@@ -178,6 +180,32 @@ impl BranchWriter {
 
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
         lock(&self.state)
+    }
+
+    /// The attributes this mount gave directory `prefix`, if it changed any.
+    pub(crate) fn dir_meta(&self, prefix: &str) -> Option<DirMeta> {
+        self.state().dir_meta.get(prefix).copied()
+    }
+
+    /// Change the attributes of directory `prefix`, starting from `defaults` when it has none yet.
+    pub(crate) fn update_dir_meta(&self, prefix: &str, defaults: DirMeta, change: impl FnOnce(&mut DirMeta)) {
+        change(self.state().dir_meta.entry(prefix.to_string()).or_insert(defaults));
+    }
+
+    /// Directory `prefix` moved to `to`: its attributes and those of every directory below it follow.
+    pub(crate) fn move_dir_meta(&self, prefix: &str, to: &str) {
+        let mut state = self.state();
+        let moved: Vec<String> = state
+            .dir_meta
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        for key in moved {
+            if let Some(meta) = state.dir_meta.remove(&key) {
+                state.dir_meta.insert(format!("{to}{}", &key[prefix.len()..]), meta);
+            }
+        }
     }
 
     pub(crate) fn key_view(&self, key: &str) -> KeyView {
@@ -255,6 +283,35 @@ impl BranchWriter {
 }
 
 /// Attribute changes of `setattr`, independent of fuser's types.
+/// Mode, owner and times of a directory as this mount changed them (`mkdir` with a mode, `chmod`, `chown`,
+/// `utimens`, entries added or removed). lakeFS has no directory objects to carry them, so they live in memory
+/// for the mount's lifetime: a remount shows the mount's defaults again. Other clients never see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirMeta {
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+impl DirMeta {
+    pub fn apply(&self, attr: &mut super::Attr) {
+        attr.perm = self.perm;
+        attr.uid = self.uid;
+        attr.gid = self.gid;
+        attr.mtime = self.mtime;
+        attr.ctime = self.ctime;
+    }
+}
+
+/// The user a new file belongs to: the caller of `create`/`mknod`, as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetAttr {
     pub mode: Option<u32>,
@@ -317,6 +374,26 @@ impl<L: LakeFs> Filesystem<L> {
                 Arc::new(BranchWriter::new(&location.repo, branch, staging))
             });
         Some(writer.clone())
+    }
+
+    /// What a directory shows before this mount changes it: the mount's defaults.
+    pub(crate) fn default_dir_meta(&self) -> DirMeta {
+        DirMeta {
+            perm: self.config.dir_mode,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+        }
+    }
+
+    /// An entry was added to or removed from directory `prefix`: its mtime and ctime become now.
+    pub(crate) fn dir_entries_changed(&self, writer: &BranchWriter, prefix: &str) {
+        let now = SystemTime::now();
+        writer.update_dir_meta(prefix, self.default_dir_meta(), |meta| {
+            meta.mtime = now;
+            meta.ctime = now;
+        });
     }
 
     /// The writer of `location` with its overlay loaded from the server.
@@ -486,6 +563,18 @@ impl<L: LakeFs> Filesystem<L> {
             },
             _ => Err(self.write_refusal(dir, operation)),
         }
+    }
+
+    /// A new key must fit lakeFS's key length.
+    fn check_key(key: &str) -> FsResult<()> {
+        if key.len() > super::names::KEY_MAX {
+            return Err(FsError::name_too_long(format!(
+                "{} bytes: lakeFS keys are at most {} bytes",
+                key.len(),
+                super::names::KEY_MAX
+            )));
+        }
+        Ok(())
     }
 
     fn check_name(name: &str) -> FsResult<()> {

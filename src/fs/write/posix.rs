@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, KeyView, Overlay, SetAttr};
+use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, DirMeta, KeyView, Overlay, Owner, SetAttr};
 use crate::fs::attr::FileKind;
 use crate::fs::inode::{Inode, InodeNo, NodeKind, RefLocation};
 use crate::fs::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
@@ -16,18 +16,33 @@ use crate::staging::LocalFile;
 const MAX_STAGE_ATTEMPTS: usize = 5;
 
 impl<L: LakeFs> Filesystem<L> {
-    /// Create and open a regular file.
+    /// Create and open a regular file owned by the mount's default user.
     pub async fn create(&self, parent: InodeNo, name: &str, mode: u32) -> FsResult<(Entry, Opened)> {
+        let owner = self.default_owner();
+        self.create_as(parent, name, mode, owner).await
+    }
+
+    fn default_owner(&self) -> Owner {
+        Owner {
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
+    }
+
+    /// Create and open a regular file owned by `owner` (recorded when it is not the mount's default user).
+    pub async fn create_as(&self, parent: InodeNo, name: &str, mode: u32, owner: Owner) -> FsResult<(Entry, Opened)> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "create").await?;
         let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
         if writer.has_local_below(&format!("{key}/")) {
             return Err(FsError::is_a_directory(key));
         }
         let local = self.new_local(&key)?;
-        let metadata = self.permissions_metadata(mode, None, None);
+        let metadata = self.permissions_metadata(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let id = self.insert_staged(&writer, &key, Some(local.clone()), None, metadata, true);
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
@@ -35,22 +50,50 @@ impl<L: LakeFs> Filesystem<L> {
         Ok((self.entry_of(&inode), opened))
     }
 
-    /// `::lakefs::posix-permissions` for a mode that differs from the mount's default (none otherwise).
-    fn permissions_metadata(&self, mode: u32, uid: Option<u32>, gid: Option<u32>) -> BTreeMap<String, String> {
+    /// `::lakefs::posix-permissions` for a new file of full `st_mode` `mode`: recorded when anything differs from
+    /// what an object without the key shows (a regular file with `file_mode`, owned by the mount's user).
+    fn permissions_metadata(&self, mode: u32, owner: Owner, rdev: u32) -> BTreeMap<String, String> {
         let mut metadata = BTreeMap::new();
-        let perm = mode & 0o7777;
-        if perm != u32::from(self.config.file_mode) || uid.is_some() || gid.is_some() {
-            metadata.insert(
-                META_POSIX_PERMISSIONS.to_string(),
-                serde_json::json!({
-                    "UID": uid.unwrap_or(self.config.uid),
-                    "GID": gid.unwrap_or(self.config.gid),
-                    "Mode": libc::S_IFREG | perm,
-                })
-                .to_string(),
-            );
+        let (file_type, perm) = (mode & libc::S_IFMT, mode & 0o7777);
+        if file_type != libc::S_IFREG || perm != u32::from(self.config.file_mode) || owner != self.default_owner() {
+            let mut value = serde_json::json!({ "UID": owner.uid, "GID": owner.gid, "Mode": file_type | perm });
+            if matches!(file_type, libc::S_IFCHR | libc::S_IFBLK) {
+                value["Rdev"] = rdev.into();
+            }
+            metadata.insert(META_POSIX_PERMISSIONS.to_string(), value.to_string());
         }
         metadata
+    }
+
+    /// `mknod(2)`: a FIFO, socket or device node is an empty object whose recorded mode names its type (see
+    /// [`crate::fs::attr`]); `S_IFREG` makes an empty regular file. Uploaded at once, as no close follows.
+    pub async fn mknod(&self, parent: InodeNo, name: &str, mode: u32, rdev: u32, owner: Owner) -> FsResult<Entry> {
+        Self::check_name(name)?;
+        let mode = match mode & libc::S_IFMT {
+            0 => libc::S_IFREG | mode,
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => mode,
+            _ => return Err(FsError::invalid(format!("mknod: file type {:o}", mode & libc::S_IFMT))),
+        };
+        let dir = self.inode(parent)?;
+        let (writer, location, prefix) = self.writable_dir(&dir, "mknod").await?;
+        let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
+        if writer.has_local_below(&format!("{key}/")) {
+            return Err(FsError::exists(key));
+        }
+        let local = self.new_local(&key)?;
+        let metadata = self.permissions_metadata(mode, owner, rdev);
+        let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
+        {
+            let _guard = writer.operation.lock().await;
+            self.journal(&writer, id)?;
+            self.upload(&writer, id).await?;
+        }
+        self.dir_entries_changed(&writer, &prefix);
+        self.forget_negative(parent, name);
+        let inode = self.bind_staged(parent, name, &location, &writer, id);
+        self.table.remember(&inode);
+        Ok(self.entry_of(&inode))
     }
 
     fn open_staged_handle(
@@ -283,8 +326,25 @@ impl<L: LakeFs> Filesystem<L> {
         let inode = self.inode(ino)?;
         match &inode.kind {
             NodeKind::ControlFile { file, .. } if file.is_writable() => return Ok(self.entry_of(&inode)),
+            NodeKind::Directory { location, prefix, .. } => {
+                // Directories have no object to carry attributes: they are kept in memory (see `DirMeta`).
+                let Some(writer) = self.writer(location) else {
+                    return Err(self.write_refusal(&inode, "setattr"));
+                };
+                let now = std::time::SystemTime::now();
+                writer.update_dir_meta(prefix, self.default_dir_meta(), |meta| {
+                    if let Some(mode) = change.mode {
+                        meta.perm = (mode & 0o7777) as u16;
+                    }
+                    meta.uid = change.uid.unwrap_or(meta.uid);
+                    meta.gid = change.gid.unwrap_or(meta.gid);
+                    meta.mtime = change.mtime.unwrap_or(meta.mtime);
+                    meta.ctime = now;
+                });
+                return Ok(self.entry_of(&inode));
+            }
             kind if kind.is_dir() => {
-                // Directories have no object to carry attributes; accept and keep the defaults.
+                // Repository and server roots: nothing to keep the attributes in.
                 if let Some(location) = kind.location() {
                     if self.writer(location).is_none() {
                         return Err(self.write_refusal(&inode, "setattr"));
@@ -324,14 +384,21 @@ impl<L: LakeFs> Filesystem<L> {
                         .and_then(|v| u32::try_from(v).ok())
                         .unwrap_or(default)
                 };
-                let mode = change
-                    .mode
-                    .unwrap_or_else(|| field("Mode", libc::S_IFREG | u32::from(self.config.file_mode)));
-                let value = serde_json::json!({
+                let recorded = field("Mode", libc::S_IFREG | u32::from(self.config.file_mode));
+                let mode = change.mode.unwrap_or(recorded);
+                // The file type stays what it was (a FIFO or device node keeps its type through chmod).
+                let file_type = match recorded & libc::S_IFMT {
+                    0 => libc::S_IFREG,
+                    file_type => file_type,
+                };
+                let mut value = serde_json::json!({
                     "UID": change.uid.unwrap_or_else(|| field("UID", self.config.uid)),
                     "GID": change.gid.unwrap_or_else(|| field("GID", self.config.gid)),
-                    "Mode": libc::S_IFREG | (mode & 0o7777),
+                    "Mode": file_type | (mode & 0o7777),
                 });
+                if let Some(rdev) = current.get("Rdev") {
+                    value["Rdev"] = rdev.clone();
+                }
                 file.metadata
                     .insert(META_POSIX_PERMISSIONS.to_string(), value.to_string());
             }
@@ -353,6 +420,12 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     pub async fn mkdir(&self, parent: InodeNo, name: &str) -> FsResult<Entry> {
+        let (mode, owner) = (u32::from(self.config.dir_mode), self.default_owner());
+        self.mkdir_as(parent, name, mode, owner).await
+    }
+
+    /// `mkdir(2)` by `owner` with permission bits `mode` (kept in memory, see [`DirMeta`]).
+    pub async fn mkdir_as(&self, parent: InodeNo, name: &str, mode: u32, owner: Owner) -> FsResult<Entry> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "mkdir").await?;
@@ -361,7 +434,18 @@ impl<L: LakeFs> Filesystem<L> {
             return Err(FsError::exists(format!("{prefix}{name}")));
         }
         let sub = format!("{prefix}{name}/");
+        Self::check_key(&sub)?;
         writer.state().local_dirs.insert(sub.clone());
+        let now = std::time::SystemTime::now();
+        let meta = DirMeta {
+            perm: (mode & 0o7777) as u16,
+            uid: owner.uid,
+            gid: owner.gid,
+            mtime: now,
+            ctime: now,
+        };
+        writer.update_dir_meta(&sub, meta, |m| *m = meta);
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_directory(parent, name, &location, sub);
         self.table.remember(&inode);
@@ -373,6 +457,7 @@ impl<L: LakeFs> Filesystem<L> {
         let dir = self.inode(parent)?;
         let (writer, location, prefix) = self.writable_dir(&dir, "symlink").await?;
         let key = format!("{prefix}{name}");
+        Self::check_key(&key)?;
         let local = self.new_local(&key)?;
         let mut metadata = BTreeMap::new();
         metadata.insert(META_SYMLINK_TARGET.to_string(), target.to_string());
@@ -382,6 +467,7 @@ impl<L: LakeFs> Filesystem<L> {
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
+        self.dir_entries_changed(&writer, &prefix);
         self.forget_negative(parent, name);
         let inode = self.bind_staged(parent, name, &location, &writer, id);
         self.table.remember(&inode);
@@ -407,6 +493,7 @@ impl<L: LakeFs> Filesystem<L> {
         let key = format!("{prefix}{name}");
         let _guard = writer.operation.lock().await;
         self.delete_key(&writer, &key).await?;
+        self.dir_entries_changed(&writer, &prefix);
         if let Some(child) = self.table.child(parent, name) {
             self.table.forget(child.ino, 1);
         }
@@ -455,7 +542,12 @@ impl<L: LakeFs> Filesystem<L> {
         if nonempty || !self.branch_keys_below(&writer, &location, &sub).await?.is_empty() {
             return Err(FsError::not_empty(sub));
         }
-        writer.state().local_dirs.remove(&sub);
+        {
+            let mut state = writer.state();
+            state.local_dirs.remove(&sub);
+            state.dir_meta.remove(&sub);
+        }
+        self.dir_entries_changed(&writer, &prefix);
         self.table.unbind(parent, name);
         Ok(())
     }
@@ -494,6 +586,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         let src_key = format!("{src_prefix}{name}");
         let dst_key = format!("{dst_prefix}{new_name}");
+        Self::check_key(&dst_key)?;
         let _guard = writer.operation.lock().await;
         if source.attr.kind == FileKind::Directory {
             let (src, dst) = (format!("{src_key}/"), format!("{dst_key}/"));
@@ -538,6 +631,7 @@ impl<L: LakeFs> Filesystem<L> {
                 // An empty directory moved stays visible at its new name.
                 state.local_dirs.insert(dst.clone());
             }
+            writer.move_dir_meta(&src, &dst);
             self.table.unbind(new_parent, new_name);
             let kind = NodeKind::Directory {
                 location: location.clone(),
@@ -558,6 +652,8 @@ impl<L: LakeFs> Filesystem<L> {
             };
             self.table.rebind(source_inode.ino, new_parent, new_name, kind);
         }
+        self.dir_entries_changed(&writer, &src_prefix);
+        self.dir_entries_changed(&writer, &dst_prefix);
         self.forget_negative(new_parent, new_name);
         self.forget_negative(parent, name);
         Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::fs::{DirEntry, Entry, FileKind, Filesystem, FsConfig, FsResult, InodeNo, OpenMode, SetAttr, Source};
+use crate::fs::{DirEntry, Entry, FileKind, Filesystem, FsConfig, FsResult, InodeNo, OpenMode, Owner, SetAttr, Source};
 use crate::lakefs::mock::MockLakeFs;
 use crate::lakefs::{LakeFs, LakeFsError, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
 
@@ -364,6 +364,40 @@ async fn mkdir_is_local_until_a_file_lands_and_rmdir_refuses_non_empty() {
 }
 
 #[tokio::test]
+async fn directories_keep_mode_owner_and_times_changed_through_the_mount() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let user = Owner { uid: 65534, gid: 65533 };
+    let dir = h.fs.mkdir_as(root, "d", 0o711, user).await.unwrap();
+    assert_eq!((dir.attr.perm, dir.attr.uid, dir.attr.gid), (0o711, 65534, 65533));
+    // chmod and chown of a directory stick; the ctime moves, an explicit mtime is kept.
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let change = SetAttr {
+        mode: Some(0o700),
+        uid: Some(1),
+        mtime: Some(mtime),
+        ..SetAttr::default()
+    };
+    let entry = h.fs.setattr(dir.attr.ino, change).await.unwrap();
+    assert_eq!((entry.attr.perm, entry.attr.uid, entry.attr.gid), (0o700, 1, 65533));
+    assert_eq!(entry.attr.mtime, mtime);
+    assert!(entry.attr.ctime > mtime);
+    // Adding an entry moves the parent's mtime and ctime.
+    h.write_file("d/f", b"x").await.unwrap();
+    let after = h.walk("d").await.unwrap().attr;
+    assert!(after.mtime > mtime);
+    assert_eq!(after.perm, 0o700);
+    // The attributes follow a rename and go with rmdir.
+    let d = h.walk("").await.unwrap().attr.ino;
+    h.fs.rename(d, "d", d, "e", false).await.unwrap();
+    assert_eq!(h.walk("e").await.unwrap().attr.perm, 0o700);
+    h.unlink("e/f").await.unwrap();
+    h.fs.rmdir(root, "e").await.unwrap();
+    let again = h.fs.mkdir(root, "e").await.unwrap();
+    assert_eq!(again.attr.perm, FsConfig::default().dir_mode);
+}
+
+#[tokio::test]
 async fn chmod_utimens_and_symlinks_use_the_reserved_metadata_keys() {
     let h = harness().await;
     h.write_file("f", b"data").await.unwrap();
@@ -551,7 +585,93 @@ async fn writes_past_the_staging_budget_fail_with_enospc() {
 }
 
 #[tokio::test]
-async fn hard_links_and_special_files_are_refused() {
+async fn special_files_and_files_of_other_users_keep_type_owner_and_device_through_chmod_and_commit() {
+    let h = harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let user = Owner { uid: 65534, gid: 65534 };
+    let fifo = h.fs.mknod(root, "fifo", libc::S_IFIFO | 0o640, 0, user).await.unwrap();
+    assert_eq!(
+        (fifo.attr.kind, fifo.attr.perm, fifo.attr.uid),
+        (FileKind::Fifo, 0o640, 65534)
+    );
+    let dev =
+        h.fs.mknod(root, "dev", libc::S_IFCHR | 0o600, 0x0103, user)
+            .await
+            .unwrap();
+    assert_eq!((dev.attr.kind, dev.attr.rdev), (FileKind::CharDevice, 0x0103));
+    // Uploaded at once: the staging branch has the type in the recorded mode.
+    let metadata = h.mock.metadata("repo", &h.staging(), "fifo").unwrap();
+    let perms: serde_json::Value = serde_json::from_str(&metadata[META_POSIX_PERMISSIONS]).unwrap();
+    assert_eq!(perms["Mode"], libc::S_IFIFO | 0o640);
+    // chmod changes the permission bits only; chown keeps the device number.
+    let entry =
+        h.fs.setattr(
+            fifo.attr.ino,
+            SetAttr {
+                mode: Some(0o604),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((entry.attr.kind, entry.attr.perm), (FileKind::Fifo, 0o604));
+    let entry =
+        h.fs.setattr(
+            dev.attr.ino,
+            SetAttr {
+                uid: Some(7),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (entry.attr.kind, entry.attr.rdev, entry.attr.uid),
+        (FileKind::CharDevice, 0x0103, 7)
+    );
+    // A regular file created by another user is that user's, with the mount's default mode.
+    let (file, opened) = h.fs.create_as(root, "mine", 0o644, user).await.unwrap();
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    assert_eq!(
+        (file.attr.uid, file.attr.gid, file.attr.kind),
+        (65534, 65534, FileKind::RegularFile)
+    );
+    // Directories are not special files.
+    let err = h.fs.mknod(root, "d", libc::S_IFDIR | 0o755, 0, user).await.unwrap_err();
+    assert_eq!(err.errno, libc::EINVAL);
+    h.control("commit", "special").await.unwrap();
+    assert_eq!(h.walk("fifo").await.unwrap().attr.kind, FileKind::Fifo);
+    assert_eq!(h.walk("fifo").await.unwrap().attr.perm, 0o604);
+    assert_eq!(h.walk("dev").await.unwrap().attr.rdev, 0x0103);
+    assert_eq!(h.walk("mine").await.unwrap().attr.uid, 65534);
+}
+
+#[tokio::test]
+async fn paths_longer_than_a_lakefs_key_are_enametoolong_to_create_and_absent_to_look_up() {
+    let h = harness().await;
+    let segment = "d".repeat(250);
+    let mut dir = h.walk("").await.unwrap().attr.ino;
+    for _ in 0..4 {
+        dir = h.fs.mkdir(dir, &segment).await.unwrap().attr.ino; // 4 * 251 = 1004 bytes of prefix
+    }
+    let long = "f".repeat(30);
+    assert_eq!(
+        h.fs.create(dir, &long, 0o644).await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(h.fs.mkdir(dir, &long).await.unwrap_err().errno, libc::ENAMETOOLONG);
+    assert_eq!(
+        h.fs.symlink(dir, &long, "t").await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(h.fs.lookup(dir, &long).await.unwrap_err().errno, libc::ENOENT);
+    // A name that still fits works.
+    h.fs.create(dir, "short", 0o644).await.unwrap();
+}
+
+#[tokio::test]
+async fn hard_links_are_refused() {
     let h = harness().await;
     let root = h.walk("").await.unwrap().attr.ino;
     assert_eq!(h.fs.refuse_write(root, "link").errno, libc::EPERM);
