@@ -3,14 +3,16 @@
 # on exit (unmount first, then the server, then the temporary dir), whether the run passed or not.
 #
 #   conf_install_tool CRATE      cargo install CRATE into $CONF_TOOLS (reused when its binary is there)
-#   conf_start REPO              build lakefs-fuse (debug), start the server, create REPO; sets CONF_WORK, CONF_EP
+#   conf_start REPO              build lakefs-fuse ($CONF_PROFILE: debug, or release as test.sh uses once the
+#                                package step has built it), start the server, create REPO; sets CONF_WORK, CONF_EP
 #   conf_mount REPO BRANCH MNT [-o OPTS]   mount in the foreground (background job), wait until it is live
 #   conf_unmount MNT             unmount and wait for the mount process to exit
 # Every function needs root for the mount (allow_other) and the dummy users of pjdfstest.
 
 CONF_TOOLS=${CONF_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/lakefs-fuse/tools}
 CONF_TARGET=$(realpath -m "${CARGO_TARGET_DIR:-target}")
-CONF_BIN=$CONF_TARGET/debug/lakefs-fuse
+CONF_PROFILE=${CONF_PROFILE:-debug}
+CONF_BIN=$CONF_TARGET/$CONF_PROFILE/lakefs-fuse
 CONF_WORK=
 CONF_EP=
 conf_server_pid=
@@ -58,7 +60,7 @@ conf_cleanup() {
 
 conf_start() { # conf_start REPO
   local repo=$1 port
-  cargo build -q --bin lakefs-fuse
+  if [ "$CONF_PROFILE" = release ]; then cargo build -q --release --bin lakefs-fuse; else cargo build -q --bin lakefs-fuse; fi
   CONF_WORK=$(mktemp -d /tmp/lakefs-conformance.XXXXXX)
   chmod 755 "$CONF_WORK"
   trap conf_cleanup EXIT
