@@ -569,14 +569,17 @@ impl LakeFs for RemoteLakeFs {
         file: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> Result<ObjectInfo> {
+        // Each attempt may take as long as the bytes need on a slow link; a missing file fails in the attempt.
+        let size = tokio::fs::metadata(file).await.map(|m| m.len()).unwrap_or(0);
+        let retry = self.retry.for_transfer(size);
         if metadata.is_empty() {
             // Data goes through the gateway (multipart when large); the stats come from the REST API.
-            self.retry
+            retry
                 .run("put_object", || self.gateway.put_file(repo, branch, path, file))
                 .await?;
         } else {
             // Reserved `::lakefs::` keys can only be set through the REST upload's `x-lakefs-internal-*` headers.
-            self.retry
+            retry
                 .run("upload_object", || {
                     self.rest.upload_file(repo, branch, path, file, metadata)
                 })
@@ -610,6 +613,10 @@ impl RemoteLakeFs {
     async fn once<T>(&self, operation: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
         // Commits and merges run hooks, which may take long: allow a generous multiple of the deadline.
         let deadline = self.retry.request_timeout.saturating_mul(4);
+        let deadline = self
+            .retry
+            .operation_timeout
+            .map_or(deadline, |limit| limit.min(deadline));
         match tokio::time::timeout(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(LakeFsError::Timeout(format!(

@@ -4,6 +4,11 @@
 //! [`LakeFsError::Timeout`] instead of wedging a FUSE thread. Transient failures (5xx, 429, timeouts, connection
 //! errors) are retried with full-jitter exponential backoff between `min_wait` and `max_wait`; everything else is
 //! returned at once. Only reads go through here: commit and merge must never be repeated blindly.
+//!
+//! `operation_timeout` (`-o timeout=`) bounds one call as a whole - every attempt and every wait between them -
+//! so no process waits on an unreachable server longer than the user asked, however the attempts fail. Uploads
+//! get a per-attempt deadline that grows with their size ([`RetryPolicy::for_transfer`]): a fixed deadline would
+//! make a large file impossible to send over a slow link.
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,7 +25,12 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// Deadline of one attempt.
     pub request_timeout: Duration,
+    /// Deadline of one call, all attempts and waits included; `None` = bounded by the attempts alone.
+    pub operation_timeout: Option<Duration>,
 }
+
+/// The slowest transfer rate an upload attempt is given time for, beyond `request_timeout`.
+const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -30,6 +40,7 @@ impl Default for RetryPolicy {
             min_wait: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            operation_timeout: None,
         }
     }
 }
@@ -44,6 +55,16 @@ impl RetryPolicy {
         }
     }
 
+    /// The policy for sending `bytes`: each attempt may also take the time `bytes` need at 1 MiB/s.
+    pub fn for_transfer(&self, bytes: u64) -> Self {
+        Self {
+            request_timeout: self
+                .request_timeout
+                .saturating_add(Duration::from_secs(bytes / MIN_TRANSFER_RATE)),
+            ..self.clone()
+        }
+    }
+
     /// Backoff before attempt `attempt + 1` (attempt counts from 1): uniform in `[0, min(max, min * 2^attempt)]`,
     /// but never below `min_wait`.
     pub fn backoff(&self, attempt: u32) -> Duration {
@@ -53,8 +74,24 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(min_ms..=cap_ms))
     }
 
-    /// Run `attempt` until it succeeds, fails permanently, or attempts run out.
-    pub async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
+    /// Run `attempt` until it succeeds, fails permanently, attempts run out or `operation_timeout` passes.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(limit) = self.operation_timeout else {
+            return self.attempts(operation, attempt).await;
+        };
+        match tokio::time::timeout(limit, self.attempts(operation, attempt)).await {
+            Ok(result) => result,
+            Err(_) => Err(LakeFsError::Timeout(format!(
+                "{operation} did not succeed within {limit:?} (timeout=)"
+            ))),
+        }
+    }
+
+    async fn attempts<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -93,6 +130,7 @@ mod tests {
             min_wait: Duration::from_millis(1),
             max_wait: Duration::from_millis(2),
             request_timeout: Duration::from_millis(50),
+            operation_timeout: None,
         }
     }
 
@@ -136,6 +174,30 @@ mod tests {
             .await;
         assert!(matches!(result, Err(LakeFsError::Timeout(_))));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_operation_timeout_bounds_all_attempts_together() {
+        let policy = RetryPolicy {
+            max_attempts: 1000,
+            operation_timeout: Some(Duration::from_millis(120)),
+            ..fast()
+        };
+        let started = std::time::Instant::now();
+        let result: Result<()> = policy
+            .run("test", || async { std::future::pending::<Result<()>>().await })
+            .await;
+        assert!(matches!(result, Err(LakeFsError::Timeout(_))));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn transfers_get_time_for_their_size() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.for_transfer(0).request_timeout, policy.request_timeout);
+        let big = policy.for_transfer(2 << 30);
+        assert_eq!(big.request_timeout, policy.request_timeout + Duration::from_secs(2048));
+        assert_eq!(big.max_attempts, policy.max_attempts);
     }
 
     #[test]
