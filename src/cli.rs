@@ -47,7 +47,7 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
-    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=. Generic options (rw, defaults,
+    /// max_staging=, threads=, timeout=, read_only (or ro), allow_other, debug, log_file=. Generic options (rw, defaults,
     /// noauto, _netdev, nofail, user, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -176,6 +176,10 @@ pub struct ServeArgs {
         requires = "access_key_id"
     )]
     pub secret_access_key: Option<String>,
+    /// Testing only: inject faults into responses, e.g. `seed=1,unavailable=0.05,reset=0.02,latency=0.1@50ms`
+    /// (see docs/RELIABILITY.md).
+    #[arg(long, hide = true, env = "LAKEFS_FUSE_SERVE_FAULTS")]
+    pub faults: Option<String>,
 }
 
 impl ServeArgs {
@@ -194,7 +198,13 @@ impl ServeArgs {
                 )
             })?,
         };
-        Ok(ServerConfig::new(self.data_dir, self.listen, credentials))
+        let mut config = ServerConfig::new(self.data_dir, self.listen, credentials);
+        config.faults = self
+            .faults
+            .as_deref()
+            .map(crate::lakefs::fault::FaultSpec::parse)
+            .transpose()?;
+        Ok(config)
     }
 }
 
