@@ -346,7 +346,9 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     /// After a commit (`discard` false) or a discard: the overlay empties. A file still open for writing after a
-    /// commit stays staged (its bytes are committed; later writes make it dirty again).
+    /// commit stays staged. Its dirty flag is left as the uploads set it: clean when the commit's upload sent its
+    /// current bytes, still dirty when it was written (or created) while the commit ran - those bytes are not in
+    /// the commit and its close must upload them.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
         let mut state = writer.state();
         state.retired.clear();
@@ -355,9 +357,6 @@ impl<L: LakeFs> Filesystem<L> {
             let Overlay::Staged(id) = entry else { continue };
             let open = state.files.get(&id).is_some_and(|f| f.handles > 0 && f.local.is_some());
             if open && !discard {
-                if let Some(file) = state.files.get_mut(&id) {
-                    file.dirty = false;
-                }
                 state.overlay.insert(key, Overlay::Staged(id));
                 continue;
             }

@@ -708,3 +708,58 @@ async fn files_not_uploaded_at_a_crash_are_uploaded_by_the_restarted_mount() {
     );
     drop(fs);
 }
+
+/// Bytes written to an open file while a commit runs (after the commit uploaded the file) must still be uploaded
+/// by the file's close and reach the next commit.
+#[tokio::test]
+async fn a_write_landing_during_a_commit_is_uploaded_at_close() {
+    use crate::lakefs::fault::{FaultPlan, FaultyLakeFs};
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    // Every call takes 50 ms, so the commit is still running when the write lands.
+    let plan = Arc::new(FaultPlan::parse("latency=1@50ms").unwrap());
+    let slow = Arc::new(FaultyLakeFs::new(mock.clone(), plan));
+    let staging = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        slow,
+        Source::parse("lakefs://repo/main").unwrap(),
+        config(staging.path()),
+    )
+    .await
+    .unwrap();
+    let root = fs.getattr(InodeNo::ROOT).await.unwrap().attr.ino;
+    async fn open_commit<L: LakeFs>(fs: &Filesystem<L>, root: InodeNo) -> u64 {
+        let dir = fs.lookup(root, ".lakefs").await.unwrap().attr.ino;
+        let file = fs.lookup(dir, "commit").await.unwrap().attr.ino;
+        let mode = OpenMode {
+            write: true,
+            truncate: true,
+        };
+        fs.open(file, mode).await.unwrap().fh
+    }
+    // A first file creates the staging branch, so the commit below starts with the upload.
+    let (_, other) = fs.create(root, "other", 0o644).await.unwrap();
+    fs.flush(other.fh).await.unwrap();
+    fs.release(other.fh);
+    let (_, opened) = fs.create(root, "f", 0o644).await.unwrap();
+    fs.write(opened.fh, 0, b"first").await.unwrap();
+    let commit = open_commit(&fs, root).await;
+    let (committed, written) = tokio::join!(fs.write(commit, 0, b"during\n"), async {
+        // After the commit's upload of "first" (at ~50 ms), before its merge and reset (~250-300 ms).
+        tokio::time::sleep(Duration::from_millis(125)).await;
+        fs.write(opened.fh, 0, b"second, longer").await
+    });
+    committed.unwrap();
+    written.unwrap();
+    fs.release(commit);
+    fs.flush(opened.fh).await.unwrap();
+    fs.release(opened.fh);
+    let commit = open_commit(&fs, root).await;
+    fs.write(commit, 0, b"after\n").await.unwrap();
+    fs.release(commit);
+    assert_eq!(
+        &mock.snapshot("repo", "main").unwrap()["f"][..],
+        b"second, longer",
+        "the bytes written during the commit were lost"
+    );
+}
