@@ -346,9 +346,9 @@ impl<L: LakeFs> Filesystem<L> {
     }
 
     /// After a commit (`discard` false) or a discard: the overlay empties. A file still open for writing after a
-    /// commit stays staged. Its dirty flag is left as the uploads set it: clean when the commit's upload sent its
-    /// current bytes, still dirty when it was written (or created) while the commit ran - those bytes are not in
-    /// the commit and its close must upload them.
+    /// commit stays staged, and so does a file with bytes the commit did not upload. The dirty flag is left as the
+    /// uploads set it: clean when the commit's upload sent the current bytes, still dirty when the file was written
+    /// (or created) while the commit ran - those bytes are not in the commit and its close must upload them.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
         let mut state = writer.state();
         state.retired.clear();
@@ -356,7 +356,9 @@ impl<L: LakeFs> Filesystem<L> {
         for (key, entry) in overlay {
             let Overlay::Staged(id) = entry else { continue };
             let open = state.files.get(&id).is_some_and(|f| f.handles > 0 && f.local.is_some());
-            if open && !discard {
+            // Created or changed while the commit ran and not uploaded by it (a handle may be about to be counted).
+            let unsent = state.files.get(&id).is_some_and(|f| f.dirty && f.local.is_some());
+            if (open || unsent) && !discard {
                 state.overlay.insert(key, Overlay::Staged(id));
                 continue;
             }

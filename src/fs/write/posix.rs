@@ -50,6 +50,10 @@ impl<L: LakeFs> Filesystem<L> {
         metadata
     }
 
+    /// A handle on staged file `id`. The handle is counted in the same step that checks the file is still shown:
+    /// a commit running concurrently retires (and forgets) staged files nobody holds, and a handle on a forgotten
+    /// file would take writes that no close ever uploads. `ESTALE` when that happened first (see
+    /// [`Self::open_for_write`], which stages the file again).
     fn open_staged_handle(
         &self,
         writer: &Arc<BranchWriter>,
@@ -57,11 +61,24 @@ impl<L: LakeFs> Filesystem<L> {
         local: Option<Arc<LocalFile>>,
         write: bool,
     ) -> FsResult<Opened> {
-        if write {
-            self.journal(writer, id)?;
+        {
+            let mut state = writer.state();
+            if !state.shows(id) {
+                return Err(FsError::stale(format!(
+                    "staged file {id} was retired while being opened"
+                )));
+            }
+            if let Some(file) = state.files.get_mut(&id) {
+                file.handles += 1;
+            }
         }
-        if let Some(file) = writer.state().files.get_mut(&id) {
-            file.handles += 1;
+        if write {
+            if let Err(err) = self.journal(writer, id) {
+                if let Some(file) = writer.state().files.get_mut(&id) {
+                    file.handles = file.handles.saturating_sub(1);
+                }
+                return Err(err);
+            }
         }
         let fh = self.new_handle();
         lock(&self.files).insert(
@@ -103,9 +120,18 @@ impl<L: LakeFs> Filesystem<L> {
                 keep_cache: false,
             });
         }
-        let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
-        let local = self.materialize(&writer, id, mode.truncate).await?;
-        self.open_staged_handle(&writer, id, Some(local), mode.write)
+        // A commit may retire the staged file between staging it and counting the handle; stage it again then
+        // (from the branch, which now holds the committed bytes).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
+            let local = self.materialize(&writer, id, mode.truncate).await?;
+            match self.open_staged_handle(&writer, id, Some(local), mode.write) {
+                Err(err) if err.errno == libc::ESTALE && attempts < 3 => continue,
+                other => return other,
+            }
+        }
     }
 
     /// `open` of a staged file for reading.
