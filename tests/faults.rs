@@ -367,6 +367,9 @@ struct Generations {
     stop: Arc<AtomicBool>,
     /// Holds the committer while the writing mount is down (so it cannot write into the bare mountpoint).
     pause: Arc<AtomicBool>,
+    /// Held by the committer for a whole round (write the set, commit): other commits take it too, so they never
+    /// publish half a round.
+    round: Arc<Mutex<()>>,
     committer: Option<JoinHandle<(u64, u64)>>,
     reader: Option<JoinHandle<(u64, u64)>>,
     violations: Arc<Mutex<Vec<String>>>,
@@ -387,9 +390,10 @@ impl Generations {
     fn start(writer: &Path, reader: &Path) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(AtomicBool::new(false));
+        let round = Arc::new(Mutex::new(()));
         let violations = Arc::new(Mutex::new(Vec::new()));
         let committer = std::thread::spawn({
-            let (stop, pause, root) = (stop.clone(), pause.clone(), writer.to_path_buf());
+            let (stop, pause, root, round) = (stop.clone(), pause.clone(), writer.to_path_buf(), round.clone());
             move || {
                 let (mut commits, mut errors) = (0, 0);
                 let mut generation = 0u64;
@@ -399,15 +403,25 @@ impl Generations {
                         continue;
                     }
                     generation += 1;
+                    let round_guard = round.lock().unwrap_or_else(|p| p.into_inner());
                     let _ = fs::create_dir_all(root.join("gen"));
+                    let mut complete = true;
                     for k in 0..GENERATION_FILES {
                         let text = format!("generation {generation} file {k}\n");
-                        let _ = write_file(&root.join("gen").join(format!("file-{k}")), text.as_bytes());
+                        let path = root.join("gen").join(format!("file-{k}"));
+                        // A failed close keeps the bytes queued, so they are committed; a failed write (ENOSPC)
+                        // leaves the file short, and committing the round would publish it as it is.
+                        complete &= !matches!(write_file(&path, text.as_bytes()), Err(e) if e != libc::EIO);
+                    }
+                    if !complete {
+                        errors += 1;
+                        continue;
                     }
                     match control(&root, "commit", &format!("generation {generation}\n")) {
                         Ok(()) => commits += 1,
                         Err(_) => errors += 1,
                     }
+                    drop(round_guard);
                     std::thread::sleep(Duration::from_millis(300));
                 }
                 (commits, errors)
@@ -442,6 +456,7 @@ impl Generations {
         Generations {
             stop,
             pause,
+            round,
             committer: Some(committer),
             reader: Some(reader),
             violations,
@@ -564,6 +579,13 @@ impl Fixture {
 
     fn writer_root(&self) -> PathBuf {
         self.writer_dir.clone()
+    }
+
+    /// Commit everything from the test itself, between two rounds of the generation committer.
+    fn commit(&self, message: &str) {
+        let round = self.generations.as_ref().map(|g| g.round.clone());
+        let _round = round.as_ref().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()));
+        commit_everything(&self.writer_root(), message);
     }
 
     fn finish_generations(&mut self) -> GenerationReport {
@@ -728,7 +750,7 @@ fn a_full_staging_disk_gives_enospc_and_recovers_when_space_returns() {
     let root = fixture.writer_root();
     let keep = content("keep", 3 * MIB);
     write_file(&root.join("keep.bin"), &keep).expect("write keep.bin");
-    commit_everything(&root, "keep");
+    fixture.commit("keep");
 
     let big = content("big", 40 * MIB);
     let err = write_file(&root.join("big.bin"), &big).expect_err("40 MiB cannot fit a 24 MiB staging disk");
