@@ -213,6 +213,31 @@ impl Api {
         );
     }
 
+    /// Upload `data` to `path` on `branch` and commit it, as another client.
+    fn put_and_commit(&self, repo: &str, branch: &str, path: &str, data: &[u8]) {
+        let runtime = &self.runtime;
+        let url = format!("{}/api/v1/repositories/{repo}/branches/{branch}/objects", self.url);
+        let status = runtime.block_on(async {
+            self.http
+                .post(url)
+                .basic_auth(ACCESS_KEY_ID, Some(SECRET_ACCESS_KEY))
+                .query(&[("path", path)])
+                .body(data.to_vec())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        });
+        assert_eq!(status.ok(), Some(201), "upload {path}");
+        let body = serde_json::json!({"message": format!("add {path}")});
+        let (status, _) = self.call(
+            reqwest::Method::POST,
+            &format!("/repositories/{repo}/branches/{branch}/commits"),
+            &[],
+            Some(body),
+        );
+        assert_eq!(status, 201, "commit {path}");
+    }
+
     /// An object's bytes on `reference`; `None` when it does not exist.
     fn get(&self, repo: &str, reference: &str, path: &str) -> Option<Vec<u8>> {
         let (status, body) = self.call(
@@ -827,5 +852,76 @@ fn server_faults_never_give_wrong_data_and_writes_are_committed_intact() {
         started.elapsed().as_secs_f64()
     );
     assert!(injected > 0, "the fault mode injected nothing");
+    assert!(good > 0);
+}
+
+#[test]
+fn a_stalled_server_gives_eio_within_the_timeout_instead_of_hanging() {
+    let dirs = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(dirs.path().join("mnt")).expect("mkdir");
+    let mut server = ServeProcess::start(&dirs.path().join("data"), &dirs.path().join("serve.log"), None);
+    let api = Api::new(&server.url());
+    api.create_repository("repo");
+    let data = content("stalled", 3 * MIB);
+    api.put_and_commit("repo", "main", "stalled.bin", &data);
+    let mount = Mount::start_at_url(
+        &server.url(),
+        "lakefs://repo/main",
+        "timeout=3",
+        &dirs.path().join("mnt"),
+    );
+    assert_eq!(
+        fs::metadata(mount.join("stalled.bin")).expect("stat").len(),
+        data.len() as u64
+    );
+    // Every request now waits a minute before it is answered.
+    server.restart(Some("stall=1@60s"));
+    let started = Instant::now();
+    let err = fs::read(mount.join("stalled.bin")).expect_err("no data can arrive");
+    let waited = started.elapsed();
+    assert_eq!(errno(&err), libc::EIO, "{err}");
+    assert!(waited < Duration::from_secs(20), "the read hung for {waited:?}");
+    // Back to normal: the same file reads correctly.
+    server.restart(None);
+    assert_eq!(
+        md5_hex(&fs::read(mount.join("stalled.bin")).expect("read")),
+        md5_hex(&data)
+    );
+    eprintln!("stalled server: EIO after {:.1}s with timeout=3", waited.as_secs_f64());
+}
+
+#[test]
+fn client_side_faults_of_debug_faults_are_retried_by_the_mount() {
+    let started = Instant::now();
+    let mut fixture = Fixture::start(
+        None,
+        "debug_faults=seed=11+unavailable=0.05+slowdown=0.03+reset=0.04+truncate=0.04+latency=0.1@5ms",
+    );
+    let never = AtomicBool::new(false);
+    let written = write_files(&fixture.writer_root(), "client", &sizes(12 * MIB, MIB), &never);
+    let generations = fixture.finish_generations();
+    fixture.commit("under client faults");
+    // Read back through the faulty client: right bytes or EIO.
+    let (mut good, mut eio) = (0, 0);
+    for file in &written {
+        match fs::read(fixture.writer_root().join("data").join(&file.name)) {
+            Ok(data) => {
+                assert_eq!(md5_hex(&data), file.md5, "{} read wrong data", file.name);
+                good += 1;
+            }
+            Err(e) => {
+                assert_eq!(errno(&e), libc::EIO, "{}: {e}", file.name);
+                eio += 1;
+            }
+        }
+    }
+    let verified = verify_committed(&fixture.api, &fixture.writer_root(), &written, true);
+    eprintln!(
+        "client faults: {} files, reads {good} ok / {eio} EIO, verified {} files / {} bytes, {generations:?}, {:.1}s",
+        written.len(),
+        verified.files,
+        verified.bytes,
+        started.elapsed().as_secs_f64()
+    );
     assert!(good > 0);
 }
