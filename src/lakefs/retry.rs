@@ -55,12 +55,13 @@ impl RetryPolicy {
         }
     }
 
-    /// The policy for sending `bytes`: each attempt may also take the time `bytes` need at 1 MiB/s.
+    /// The policy for sending `bytes`: each attempt (and the call, with `operation_timeout`) may also take the
+    /// time `bytes` need at 1 MiB/s.
     pub fn for_transfer(&self, bytes: u64) -> Self {
+        let allowance = Duration::from_secs(bytes / MIN_TRANSFER_RATE);
         Self {
-            request_timeout: self
-                .request_timeout
-                .saturating_add(Duration::from_secs(bytes / MIN_TRANSFER_RATE)),
+            request_timeout: self.request_timeout.saturating_add(allowance),
+            operation_timeout: self.operation_timeout.map(|limit| limit.saturating_add(allowance)),
             ..self.clone()
         }
     }
@@ -198,6 +199,14 @@ mod tests {
         let big = policy.for_transfer(2 << 30);
         assert_eq!(big.request_timeout, policy.request_timeout + Duration::from_secs(2048));
         assert_eq!(big.max_attempts, policy.max_attempts);
+        let bounded = RetryPolicy {
+            operation_timeout: Some(Duration::from_secs(5)),
+            ..policy
+        };
+        assert_eq!(
+            bounded.for_transfer(64 << 20).operation_timeout,
+            Some(Duration::from_secs(5 + 64))
+        );
     }
 
     #[test]
