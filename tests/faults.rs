@@ -281,12 +281,17 @@ fn errno(err: &std::io::Error) -> i32 {
 /// Create, write and close `path`, returning the errno of the first failing step - `close` included, which is
 /// where the upload's outcome is reported (std's `File` drops close errors, so the descriptor is closed here).
 fn write_file(path: &Path, data: &[u8]) -> Result<(), i32> {
-    let mut file = fs::File::create(path).map_err(|e| errno(&e))?;
-    file.write_all(data).map_err(|e| errno(&e))?;
+    write_file_steps(path, data).map_err(|(errno, _)| errno)
+}
+
+/// [`write_file`], telling whether the failure was `close`'s (the bytes are written, their upload failed).
+fn write_file_steps(path: &Path, data: &[u8]) -> Result<(), (i32, bool)> {
+    let mut file = fs::File::create(path).map_err(|e| (errno(&e), false))?;
+    file.write_all(data).map_err(|e| (errno(&e), false))?;
     let fd = file.into_raw_fd();
     // SAFETY: `fd` was just released by `File` and is closed exactly once.
     if unsafe { libc::close(fd) } != 0 {
-        return Err(errno(&std::io::Error::last_os_error()));
+        return Err((errno(&std::io::Error::last_os_error()), true));
     }
     Ok(())
 }
@@ -434,9 +439,12 @@ impl Generations {
                     for k in 0..GENERATION_FILES {
                         let text = format!("generation {generation} file {k}\n");
                         let path = root.join("gen").join(format!("file-{k}"));
-                        // A failed close keeps the bytes queued, so they are committed; a failed write (ENOSPC)
-                        // leaves the file short, and committing the round would publish it as it is.
-                        complete &= !matches!(write_file(&path, text.as_bytes()), Err(e) if e != libc::EIO);
+                        // A close failing with EIO keeps the bytes queued, so they are committed; a failed open
+                        // or write leaves the file old or short, and committing the round would publish that.
+                        complete &= matches!(
+                            write_file_steps(&path, text.as_bytes()),
+                            Ok(()) | Err((libc::EIO, true))
+                        );
                     }
                     if !complete {
                         errors += 1;
