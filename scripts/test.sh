@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: installs what it needs, then
 #   1. cargo fmt/clippy checks,
-#   2. Rust unit and integration tests, including real FUSE mounts (feature fuse_tests),
+#   2. Rust unit and integration tests, including real FUSE mounts (feature fuse_tests) and the fault tests of
+#      tests/faults.rs (server and mount killed, full staging disk, server fault mode; long forms with
+#      LAKEFS_FUSE_LONG_TESTS=1, see docs/RELIABILITY.md),
 #   3. the compat suite: the official lakeFS clients (lakefs-sdk, lakefs, lakefs-spec, boto3, aws CLI)
 #      against `lakefs-fuse serve`,
 #   4. the Debian package: build, install, `mount -t lakefs`, an fstab mount, removal (needs root and dpkg),

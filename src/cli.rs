@@ -74,8 +74,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
-    /// max_staging=, threads=, read_only (or ro), allow_other, debug, log_file=, metrics=ADDRESS (Prometheus
-    /// metrics on http://ADDRESS/metrics, e.g. metrics=127.0.0.1:9464). Generic options (rw, defaults,
+    /// max_staging=, threads=, timeout=, read_only (or ro), allow_other, debug, log_file=, metrics=ADDRESS
+    /// (Prometheus metrics on http://ADDRESS/metrics, e.g. metrics=127.0.0.1:9464). Generic options (rw, defaults,
     /// noauto, _netdev, nofail, user, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -209,6 +209,10 @@ pub struct ServeArgs {
     /// client may have full access).
     #[arg(long)]
     pub allow_quickstart_keys_off_loopback: bool,
+    /// Testing only: inject faults into responses, e.g. `seed=1,unavailable=0.05,reset=0.02,latency=0.1@50ms`
+    /// (see docs/RELIABILITY.md).
+    #[arg(long, hide = true, env = "LAKEFS_FUSE_SERVE_FAULTS")]
+    pub faults: Option<String>,
 }
 
 impl ServeArgs {
@@ -217,6 +221,11 @@ impl ServeArgs {
         let credentials = Credentials::for_listener(self.listen, configured, self.allow_quickstart_keys_off_loopback)?;
         let mut config = ServerConfig::new(self.data_dir, self.listen, credentials);
         config.allow_quickstart_off_loopback = self.allow_quickstart_keys_off_loopback;
+        config.faults = self
+            .faults
+            .as_deref()
+            .map(crate::lakefs::fault::FaultSpec::parse)
+            .transpose()?;
         Ok(config)
     }
 }

@@ -106,6 +106,18 @@ async fn fetch_range<L: LakeFs>(client: &L, object: &ObjectVersion, range: Range
         }
     }
     if got.data.len() as u64 != range.end - range.start {
+        let problem = format!(
+            "{} on {}: expected {} bytes at {}, got {}",
+            object.key,
+            object.read_ref,
+            range.end - range.start,
+            range.start,
+            got.data.len()
+        );
+        // With the ETag confirming the version, a short body is a transport fault (EIO), not a changed object.
+        if got.etag.is_some() {
+            return Err(FsError::io(format!("short body: {problem}")));
+        }
         return Err(FsError::stale(format!(
             "{} on {}: expected {} bytes at {}, got {}",
             object.key,
@@ -453,6 +465,34 @@ mod tests {
         assert_eq!(*windows.last().unwrap(), 32 * KIB);
         // Every block fetched exactly once.
         assert_eq!(mock.requests("get_object_range"), 50);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_body_is_an_error_and_never_cached() {
+        use crate::lakefs::fault::{FaultPlan, FaultyLakeFs};
+        let (mock, cache, object, data) = setup(64 * KIB as usize);
+        let plan = Arc::new(FaultPlan::parse("truncate=1").unwrap());
+        let faulty = Arc::new(FaultyLakeFs::new(mock.clone(), plan));
+        let reader = ObjectReader::new(faulty, cache.clone(), object.clone(), tuning());
+        // Sequential (blocks, prefetched) and random (64 KiB chunk) reads both refuse the short bodies.
+        assert_eq!(reader.read(0, 3000).await.unwrap_err().errno, libc::EIO);
+        assert_eq!(reader.read(40 * KIB, 100).await.unwrap_err().errno, libc::EIO);
+        assert_eq!(
+            cache.memory.used_bytes(),
+            0,
+            "nothing from a truncated body may be cached"
+        );
+        // A healthy reader of the same content finds nothing wrong cached and reads every byte.
+        let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning());
+        let mut got = Vec::new();
+        loop {
+            let chunk = reader.read(got.len() as u64, 5000).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
     }
 
     #[tokio::test]

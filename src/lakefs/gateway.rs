@@ -86,6 +86,15 @@ impl GatewayClient {
             .await
             .map_err(|e| LakeFsError::Transport(format!("reading object body: {e}")))?
             .into_bytes();
+        // A body cut short by a proxy or a failing server is a transport fault, retried like one - not a sign
+        // that the object changed (the ETag says that).
+        let expected = range.end - range.start;
+        if data.len() as u64 != expected {
+            return Err(LakeFsError::Transport(format!(
+                "short body for {reference}/{path}: {} of {expected} bytes",
+                data.len()
+            )));
+        }
         Ok(ObjectBytes { data, etag })
     }
 

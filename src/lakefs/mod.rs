@@ -12,6 +12,7 @@
 //!   page, and the caller pages with `after` = the last returned path.
 //! - An object's `checksum` is the content identity: data caches key on it, never on the path.
 
+pub mod fault;
 pub mod gateway;
 pub mod mock;
 pub mod rest;
@@ -627,6 +628,10 @@ impl RemoteLakeFs {
     async fn once<T>(&self, operation: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
         // Commits and merges run hooks, which may take long: allow a generous multiple of the deadline.
         let deadline = self.retry.request_timeout.saturating_mul(4);
+        let deadline = self
+            .retry
+            .operation_timeout
+            .map_or(deadline, |limit| limit.min(deadline));
         match tokio::time::timeout(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(LakeFsError::Timeout(format!(

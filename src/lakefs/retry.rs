@@ -4,6 +4,11 @@
 //! [`LakeFsError::Timeout`] instead of wedging a FUSE thread. Transient failures (5xx, 429, timeouts, connection
 //! errors) are retried with full-jitter exponential backoff between `min_wait` and `max_wait`; everything else is
 //! returned at once. Only reads go through here: commit and merge must never be repeated blindly.
+//!
+//! `operation_timeout` (`-o timeout=`) bounds one call as a whole - every attempt and every wait between them -
+//! so no process waits on an unreachable server longer than the user asked, however the attempts fail. Uploads
+//! get a per-attempt deadline that grows with their size ([`RetryPolicy::for_transfer`]): a fixed deadline would
+//! make a large file impossible to send over a slow link.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,10 +16,6 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::{LakeFsError, Result};
-
-/// The slowest transfer rate (bytes per second) an attempt that moves object data is granted before it counts as
-/// stalled.
-pub const MIN_TRANSFER_RATE: u64 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -24,7 +25,13 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// Deadline of one attempt.
     pub request_timeout: Duration,
+    /// Deadline of one call, all attempts and waits included; `None` = bounded by the attempts alone.
+    pub operation_timeout: Option<Duration>,
 }
+
+/// The slowest transfer rate (bytes per second) an attempt that moves object data is granted, beyond
+/// `request_timeout`, before it counts as stalled.
+pub const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -34,6 +41,7 @@ impl Default for RetryPolicy {
             min_wait: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            operation_timeout: None,
         }
     }
 }
@@ -48,14 +56,13 @@ impl RetryPolicy {
         }
     }
 
-    /// The policy for moving `bytes` of object data in one attempt: the deadline grows by one second per
-    /// [`MIN_TRANSFER_RATE`] bytes, so a large upload on a slow link is not cut off as a stalled request while a
-    /// stalled socket still is.
+    /// The policy for sending `bytes`: each attempt (and the call, with `operation_timeout`) may also take the
+    /// time `bytes` need at 1 MiB/s.
     pub fn for_transfer(&self, bytes: u64) -> Self {
+        let allowance = Duration::from_secs(bytes / MIN_TRANSFER_RATE);
         Self {
-            request_timeout: self
-                .request_timeout
-                .saturating_add(Duration::from_secs(bytes / MIN_TRANSFER_RATE)),
+            request_timeout: self.request_timeout.saturating_add(allowance),
+            operation_timeout: self.operation_timeout.map(|limit| limit.saturating_add(allowance)),
             ..self.clone()
         }
     }
@@ -69,8 +76,24 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(min_ms..=cap_ms))
     }
 
-    /// Run `attempt` until it succeeds, fails permanently, or attempts run out.
-    pub async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
+    /// Run `attempt` until it succeeds, fails permanently, attempts run out or `operation_timeout` passes.
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(limit) = self.operation_timeout else {
+            return self.attempts(operation, attempt).await;
+        };
+        match tokio::time::timeout(limit, self.attempts(operation, attempt)).await {
+            Ok(result) => result,
+            Err(_) => Err(LakeFsError::Timeout(format!(
+                "{operation} did not succeed within {limit:?} (timeout=)"
+            ))),
+        }
+    }
+
+    async fn attempts<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -109,6 +132,7 @@ mod tests {
             min_wait: Duration::from_millis(1),
             max_wait: Duration::from_millis(2),
             request_timeout: Duration::from_millis(50),
+            operation_timeout: None,
         }
     }
 
@@ -168,6 +192,38 @@ mod tests {
             .await;
         assert!(matches!(result, Err(LakeFsError::Timeout(_))));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_operation_timeout_bounds_all_attempts_together() {
+        let policy = RetryPolicy {
+            max_attempts: 1000,
+            operation_timeout: Some(Duration::from_millis(120)),
+            ..fast()
+        };
+        let started = std::time::Instant::now();
+        let result: Result<()> = policy
+            .run("test", || async { std::future::pending::<Result<()>>().await })
+            .await;
+        assert!(matches!(result, Err(LakeFsError::Timeout(_))));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn transfers_get_time_for_their_size() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.for_transfer(0).request_timeout, policy.request_timeout);
+        let big = policy.for_transfer(2 << 30);
+        assert_eq!(big.request_timeout, policy.request_timeout + Duration::from_secs(2048));
+        assert_eq!(big.max_attempts, policy.max_attempts);
+        let bounded = RetryPolicy {
+            operation_timeout: Some(Duration::from_secs(5)),
+            ..policy
+        };
+        assert_eq!(
+            bounded.for_transfer(64 << 20).operation_timeout,
+            Some(Duration::from_secs(5 + 64))
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use anyhow::{anyhow, bail, Context};
 use self::options::{resolve_connection, MountOptions};
 use crate::fs::{Filesystem, FsConfig, FsError, Source};
 use crate::fuse::{FuseConfig, FuseFilesystem};
+use crate::lakefs::fault::{FaultPlan, FaultyLakeFs};
 use crate::lakefs::{ClientConfig, LakeFs, LakeFsError, RemoteLakeFs};
 
 /// A mount as the command line asked for it.
@@ -123,9 +124,17 @@ fn limit_allocator_retention() {
 /// Mount with the real lakeFS client.
 pub fn run_mount(request: MountRequest) -> anyhow::Result<()> {
     limit_allocator_retention();
-    run_mount_with(request, |config| {
-        let client = RemoteLakeFs::new(config)?;
-        Ok(crate::metrics::MeteredLakeFs::new(client))
+    let Some(spec) = request.options.debug_faults.clone() else {
+        return run_mount_with(request, |config| {
+            Ok(crate::metrics::MeteredLakeFs::new(RemoteLakeFs::new(config)?))
+        });
+    };
+    // Testing only: faults go between the retry policy and the real client, so they exercise the retries.
+    let plan = Arc::new(FaultPlan::parse(&spec)?);
+    tracing::warn!(spec, "injecting faults into lakeFS calls (debug_faults)");
+    run_mount_with(request, move |config| {
+        let faulty = FaultyLakeFs::new(RemoteLakeFs::new(config)?, plan.clone()).with_retry(config.retry.clone());
+        Ok(crate::metrics::MeteredLakeFs::new(faulty))
     })
 }
 

@@ -57,6 +57,10 @@ pub struct MountOptions {
     pub log_file: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); none by default.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Deadline of one lakeFS call, retries included (`timeout=SECS`).
+    pub timeout: Option<Duration>,
+    /// Fault-injection spec for testing (`debug_faults=SPEC`, see `crate::lakefs::fault`); validated here.
+    pub debug_faults: Option<String>,
 }
 
 impl std::fmt::Debug for MountOptions {
@@ -83,6 +87,9 @@ impl std::fmt::Debug for MountOptions {
             .field("allow_other", &self.allow_other)
             .field("debug", &self.debug)
             .field("log_file", &self.log_file)
+            .field("metrics", &self.metrics)
+            .field("timeout", &self.timeout)
+            .field("debug_faults", &self.debug_faults)
             .finish()
     }
 }
@@ -207,6 +214,18 @@ impl MountOptions {
                         .map_err(|_| invalid(format!("{address:?} is not an address such as 127.0.0.1:9464")))?;
                     self.metrics = Some(address);
                 }
+                "timeout" => {
+                    let limit = parse_duration(&need()?).map_err(invalid)?;
+                    if limit.is_zero() {
+                        return Err(invalid("must be more than 0".into()));
+                    }
+                    self.timeout = Some(limit);
+                }
+                "debug_faults" => {
+                    let spec = need()?;
+                    crate::lakefs::fault::FaultSpec::parse(&spec).map_err(|e| invalid(e.to_string()))?;
+                    self.debug_faults = Some(spec);
+                }
                 _ if is_ignored_generic(key) || is_ignored_generic(item) => {}
                 _ => return Err(OptionsError::Unknown(item.to_string())),
             }
@@ -330,7 +349,10 @@ pub fn resolve_connection(
                 "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
             )
         })?,
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy {
+            operation_timeout: options.timeout,
+            ..RetryPolicy::default()
+        },
     })
 }
 
@@ -481,6 +503,34 @@ mod tests {
         assert!(options.read_only && options.debug);
         assert_eq!(options.log_file, Some(PathBuf::from("/var/log/lakefs-fuse/x.log")));
         assert!(matches!(options.apply_o("log_file"), Err(OptionsError::Invalid { .. })));
+    }
+
+    #[test]
+    fn timeout_and_debug_faults_parse() {
+        let mut options = MountOptions::default();
+        options
+            .apply_o("timeout=5,debug_faults=seed=3+error=0.1+latency=0.5@10ms")
+            .unwrap();
+        assert_eq!(options.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            options.debug_faults.as_deref(),
+            Some("seed=3+error=0.1+latency=0.5@10ms")
+        );
+        assert!(matches!(
+            options.apply_o("timeout=0"),
+            Err(OptionsError::Invalid { .. })
+        ));
+        assert!(matches!(
+            options.apply_o("debug_faults=bogus=1"),
+            Err(OptionsError::Invalid { .. })
+        ));
+        let vars = env(&[
+            ("LAKECTL_SERVER_ENDPOINT_URL", "http://h:1"),
+            ("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "K"),
+            ("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "S"),
+        ]);
+        let config = resolve_connection(&options, vars, None).unwrap();
+        assert_eq!(config.retry.operation_timeout, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod faults;
 pub mod gateway;
 pub mod hooks;
 pub mod store;
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use self::auth::Credentials;
 use self::store::Store;
+use crate::lakefs::fault::{FaultPlan, FaultSpec};
 
 /// Settings of one server instance; tests build it directly with `listen = 127.0.0.1:0`.
 #[derive(Clone, Debug)]
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     pub gateway_domains: Vec<String>,
     /// Accept lakeFS quickstart's public keys on a non-loopback listener (see [`auth`]).
     pub allow_quickstart_off_loopback: bool,
+    /// Fault mode for testing clients (see [`faults`]); `None` serves faithfully.
+    pub faults: Option<FaultSpec>,
 }
 
 impl ServerConfig {
@@ -44,6 +48,7 @@ impl ServerConfig {
             region: "us-east-1".to_string(),
             gateway_domains: vec!["s3.local.lakefs.io".to_string()],
             allow_quickstart_off_loopback: false,
+            faults: None,
         }
     }
 }
@@ -54,6 +59,8 @@ pub struct ServerState {
     pub config: ServerConfig,
     /// Client for webhooks.
     pub http: reqwest::Client,
+    /// The fault mode's plan, when on.
+    pub faults: Option<FaultPlan>,
 }
 
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
@@ -95,8 +102,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let http = reqwest::Client::builder().build()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(ServerState { store, config, http });
-    let app = axum::Router::new().fallback(dispatch).with_state(state);
+    let faults = config.faults.clone().map(FaultPlan::new);
+    if let Some(spec) = &config.faults {
+        tracing::warn!(?spec, "fault mode: injecting faults into responses");
+    }
+    let state = Arc::new(ServerState {
+        store,
+        config,
+        http,
+        faults,
+    });
+    let app = axum::Router::new()
+        .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), faults::inject))
+        .with_state(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service())

@@ -248,13 +248,18 @@ pub struct Mount {
 }
 
 pub fn mount_command(server: &Server, source: &str, dir: &Path, options: &str) -> Command {
+    mount_command_url(&server.url, source, dir, options)
+}
+
+/// The mount command for a server at `url` (for servers run as separate processes).
+pub fn mount_command_url(url: &str, source: &str, dir: &Path, options: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lakefs-fuse"));
     command
         .arg("mount")
         .arg(source)
         .arg(dir)
         .arg("-o")
-        .arg(format!("endpoint={},{options}", server.url));
+        .arg(format!("endpoint={url},{options}"));
     // Credentials come from the environment, as they should in real use: never on the command line.
     command
         .env("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", ACCESS_KEY_ID)
@@ -274,10 +279,15 @@ impl Mount {
 
     /// Mount at an existing empty directory (the same path again resumes the same staging branches).
     pub fn start_at(server: &Server, source: &str, options: &str, dir: &Path) -> Mount {
+        Self::start_at_url(&server.url, source, options, dir)
+    }
+
+    /// Mount from the server at `url` at an existing empty directory.
+    pub fn start_at_url(url: &str, source: &str, options: &str, dir: &Path) -> Mount {
         let dir = dir.to_path_buf();
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("mount.log");
-        let child = mount_command(server, source, &dir, options)
+        let child = mount_command_url(url, source, &dir, options)
             .arg("-f")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -383,21 +383,20 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(())
     }
 
-    /// After a commit (`discard` false) or a discard: the overlay empties. After a commit, a file still open for
-    /// writing stays staged, and so does one changed since its last upload: writes take no operation lock, so a
-    /// writer may have written (or created the file) while the commit ran, after the commit's uploads. Such a file
-    /// keeps its `dirty` flag, so its `close` uploads what the commit did not include.
+    /// After a commit (`discard` false) or a discard: the overlay empties. A file still open for writing after a
+    /// commit stays staged, and so does a file with bytes the commit did not upload. The dirty flag is left as the
+    /// uploads set it: clean when the commit's upload sent the current bytes, still dirty when the file was written
+    /// (or created) while the commit ran - those bytes are not in the commit and its close must upload them.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
         let mut state = writer.state();
         state.retired.clear();
         let overlay = std::mem::take(&mut state.overlay);
         for (key, entry) in overlay {
             let Overlay::Staged(id) = entry else { continue };
-            let keep = state
-                .files
-                .get(&id)
-                .is_some_and(|f| (f.handles > 0 && f.local.is_some()) || f.dirty);
-            if keep && !discard {
+            let open = state.files.get(&id).is_some_and(|f| f.handles > 0 && f.local.is_some());
+            // Created or changed while the commit ran and not uploaded by it (a handle may be about to be counted).
+            let unsent = state.files.get(&id).is_some_and(|f| f.dirty && f.local.is_some());
+            if (open || unsent) && !discard {
                 state.overlay.insert(key, Overlay::Staged(id));
                 continue;
             }

@@ -96,6 +96,10 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(self.entry_of(&inode))
     }
 
+    /// A handle on staged file `id`. The handle is counted in the same step that checks the file is still shown:
+    /// a commit running concurrently retires (and forgets) staged files nobody holds, and a handle on a forgotten
+    /// file would take writes that no close ever uploads. `ESTALE` when that happened first (see
+    /// [`Self::open_for_write`], which stages the file again).
     fn open_staged_handle(
         &self,
         writer: &Arc<BranchWriter>,
@@ -103,11 +107,24 @@ impl<L: LakeFs> Filesystem<L> {
         local: Option<Arc<LocalFile>>,
         write: bool,
     ) -> FsResult<Opened> {
-        if write {
-            self.journal(writer, id)?;
+        {
+            let mut state = writer.state();
+            if !state.shows(id) {
+                return Err(FsError::stale(format!(
+                    "staged file {id} was retired while being opened"
+                )));
+            }
+            if let Some(file) = state.files.get_mut(&id) {
+                file.handles += 1;
+            }
         }
-        if let Some(file) = writer.state().files.get_mut(&id) {
-            file.handles += 1;
+        if write {
+            if let Err(err) = self.journal(writer, id) {
+                if let Some(file) = writer.state().files.get_mut(&id) {
+                    file.handles = file.handles.saturating_sub(1);
+                }
+                return Err(err);
+            }
         }
         self.insert_staged_handle(writer, id, local, write)
     }
@@ -160,37 +177,18 @@ impl<L: LakeFs> Filesystem<L> {
                 keep_cache: false,
             });
         }
-        // Staging takes no operation lock, so a commit may retire the staged file before a handle holds it (a
-        // file nobody holds and that the commit uploaded is retired); writes through a handle on a retired file
-        // would never be uploaded. Claim the handle only while the file is still the one its key shows, else
-        // stage again from what the branch now holds.
-        for _ in 0..MAX_STAGE_ATTEMPTS {
+        // A commit may retire the staged file between staging it and counting the handle; stage it again then
+        // (from the branch, which now holds the committed bytes).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             let (writer, id) = self.stage_inode(inode, mode.truncate).await?;
             let local = self.materialize(&writer, id, mode.truncate).await?;
-            let claimed = {
-                let mut state = writer.state();
-                let shown = state.shows(id);
-                match state.files.get_mut(&id) {
-                    Some(file) if shown => {
-                        file.handles += 1;
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            if claimed {
-                if mode.write {
-                    if let Err(err) = self.journal(&writer, id) {
-                        self.release_staged(&writer, id);
-                        return Err(err);
-                    }
-                }
-                return self.insert_staged_handle(&writer, id, Some(local), mode.write);
+            match self.open_staged_handle(&writer, id, Some(local), mode.write) {
+                Err(err) if err.errno == libc::ESTALE && attempts < MAX_STAGE_ATTEMPTS => continue,
+                other => return other,
             }
         }
-        Err(FsError::stale(
-            "the file changed under concurrent commits; retry the open",
-        ))
     }
 
     /// `open` of a staged file for reading.

@@ -903,3 +903,120 @@ async fn a_truncating_rewrite_during_a_commit_is_uploaded_by_its_close() {
     assert_eq!(h.on("main"), files(&[("f", "new data")]));
     assert_eq!(h.cat("f").await.unwrap(), b"new data");
 }
+
+/// Bytes written to an open file while a commit runs (after the commit uploaded the file) must still be uploaded
+/// by the file's close and reach the next commit.
+#[tokio::test]
+async fn a_write_landing_during_a_commit_is_uploaded_at_close() {
+    use crate::lakefs::fault::{FaultPlan, FaultyLakeFs};
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    // Every call takes 50 ms, so the commit is still running when the write lands.
+    let plan = Arc::new(FaultPlan::parse("latency=1@50ms").unwrap());
+    let slow = Arc::new(FaultyLakeFs::new(mock.clone(), plan));
+    let staging = tempfile::tempdir().unwrap();
+    let fs = Filesystem::new(
+        slow,
+        Source::parse("lakefs://repo/main").unwrap(),
+        config(staging.path()),
+    )
+    .await
+    .unwrap();
+    let root = fs.getattr(InodeNo::ROOT).await.unwrap().attr.ino;
+    async fn open_commit<L: LakeFs>(fs: &Filesystem<L>, root: InodeNo) -> u64 {
+        let dir = fs.lookup(root, ".lakefs").await.unwrap().attr.ino;
+        let file = fs.lookup(dir, "commit").await.unwrap().attr.ino;
+        let mode = OpenMode {
+            write: true,
+            truncate: true,
+        };
+        fs.open(file, mode).await.unwrap().fh
+    }
+    // A first file creates the staging branch, so the commit below starts with the upload.
+    let (_, other) = fs.create(root, "other", 0o644).await.unwrap();
+    fs.flush(other.fh).await.unwrap();
+    fs.release(other.fh);
+    let (_, opened) = fs.create(root, "f", 0o644).await.unwrap();
+    fs.write(opened.fh, 0, b"first").await.unwrap();
+    let commit = open_commit(&fs, root).await;
+    let (committed, written) = tokio::join!(fs.write(commit, 0, b"during\n"), async {
+        // After the commit's upload of "first" (at ~50 ms), before its merge and reset (~250-300 ms).
+        tokio::time::sleep(Duration::from_millis(125)).await;
+        fs.write(opened.fh, 0, b"second, longer").await
+    });
+    committed.unwrap();
+    written.unwrap();
+    fs.release(commit);
+    fs.flush(opened.fh).await.unwrap();
+    fs.release(opened.fh);
+    let commit = open_commit(&fs, root).await;
+    fs.write(commit, 0, b"after\n").await.unwrap();
+    fs.release(commit);
+    assert_eq!(
+        &mock.snapshot("repo", "main").unwrap()["f"][..],
+        b"second, longer",
+        "the bytes written during the commit were lost"
+    );
+}
+
+/// Files created, written and closed while commits keep running concurrently all reach the branch: a commit never
+/// retires a file between its creation and its first handle, nor one whose bytes it did not upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_written_during_concurrent_commits_all_reach_the_branch() {
+    use crate::lakefs::fault::{FaultPlan, FaultyLakeFs};
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let plan = Arc::new(FaultPlan::parse("latency=1@2ms").unwrap());
+    let slow = Arc::new(FaultyLakeFs::new(mock.clone(), plan));
+    let staging = tempfile::tempdir().unwrap();
+    let fs = Arc::new(
+        Filesystem::new(
+            slow,
+            Source::parse("lakefs://repo/main").unwrap(),
+            config(staging.path()),
+        )
+        .await
+        .unwrap(),
+    );
+    let root = fs.getattr(InodeNo::ROOT).await.unwrap().attr.ino;
+    async fn commit<L: LakeFs>(fs: &Filesystem<L>, root: InodeNo) -> FsResult<()> {
+        let dir = fs.lookup(root, ".lakefs").await?.attr.ino;
+        let file = fs.lookup(dir, "commit").await?.attr.ino;
+        let mode = OpenMode {
+            write: true,
+            truncate: true,
+        };
+        let fh = fs.open(file, mode).await?.fh;
+        let result = fs.write(fh, 0, b"concurrent\n").await.map(|_| ());
+        fs.release(fh);
+        result
+    }
+    const FILES: usize = 80;
+    let writer = tokio::spawn({
+        let fs = fs.clone();
+        async move {
+            for i in 0..FILES {
+                let (_, opened) = fs.create(root, &format!("f{i}"), 0o644).await.unwrap();
+                fs.write(opened.fh, 0, format!("contents of f{i}").as_bytes())
+                    .await
+                    .unwrap();
+                fs.flush(opened.fh).await.unwrap();
+                fs.release(opened.fh);
+            }
+        }
+    });
+    while !writer.is_finished() {
+        match commit(&fs, root).await {
+            Ok(()) => {}
+            Err(err) if err.errno == libc::ENODATA => {}
+            Err(err) => panic!("commit: {err}"),
+        }
+    }
+    writer.await.unwrap();
+    let _ = commit(&fs, root).await;
+    let on_main = mock.snapshot("repo", "main").unwrap();
+    let missing: Vec<usize> = (0..FILES)
+        .filter(|i| on_main.get(&format!("f{i}")).map(|b| &b[..]) != Some(format!("contents of f{i}").as_bytes()))
+        .collect();
+    assert!(missing.is_empty(), "files lost or wrong on main: {missing:?}");
+}
