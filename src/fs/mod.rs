@@ -53,12 +53,17 @@ use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
-use self::readdir::{Child, ChildrenBuilder, DirHandle, SnapshotEntry};
+use self::readdir::{
+    CachedListing, Child, Children, ChildrenBuilder, DirHandle, ListingCache, ListingKey, ListingLookup, SnapshotEntry,
+};
 use crate::cache::{DataCache, DiskBlockCache, MemoryBlockCache};
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
 /// Kernel cache time for entries that never change (immutable refs, synthetic entries).
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Children of all cached directory listings together, at most (about 300 bytes each).
+const LISTING_CACHE_CHILDREN: usize = 250_000;
 
 /// A name resolved to an inode, with how long the kernel may cache it.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +114,8 @@ pub struct Filesystem<L: LakeFs> {
     root_location: Option<Arc<RefLocation>>,
     table: InodeTable,
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
+    /// Listings of object directories, across handles.
+    listings: ListingCache,
     cache: Arc<DataCache>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
@@ -223,6 +230,7 @@ impl<L: LakeFs> Filesystem<L> {
             root_location,
             table: InodeTable::new(root),
             negative: Mutex::new(LruCache::new(negative_capacity)),
+            listings: ListingCache::new(LISTING_CACHE_CHILDREN),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -706,30 +714,11 @@ impl<L: LakeFs> Filesystem<L> {
                 prefix,
                 ref_root,
             } => {
-                let mut builder = ChildrenBuilder::new(prefix);
-                let mut request = ListRequest {
-                    prefix: prefix.clone(),
-                    after: String::new(),
-                    delimited: true,
-                    amount: crate::lakefs::MAX_PAGE,
-                };
-                loop {
-                    let page = self
-                        .client
-                        .list_objects(&location.repo, location.read_ref(), &request)
-                        .await
-                        .map_err(|e| FsError::lakefs(format!("listing {prefix} on {}", location.name), e))?;
-                    for entry in page.items {
-                        builder.push(entry);
-                    }
-                    match page.next_after {
-                        Some(next) if next > request.after => request.after = next,
-                        _ => break,
-                    }
-                }
+                let children = self.directory_listing(location, prefix).await?;
                 let validity = self.validity(Some(location));
                 let mut listed = Vec::new();
-                for (name, child) in builder.finish() {
+                for (name, child) in children.iter() {
+                    let (name, child) = (name.clone(), child.clone());
                     if *ref_root && name == CONTROL_DIR {
                         tracing::warn!(
                             repo = location.repo,
@@ -776,6 +765,95 @@ impl<L: LakeFs> Filesystem<L> {
             }
         }
         Ok(out)
+    }
+
+    /// The children of object directory `prefix` on `location`: from the listing cache while it is fresh or
+    /// revalidates (see [`ListingCache`]), else from every page of `objects/ls`.
+    async fn directory_listing(&self, location: &RefLocation, prefix: &str) -> FsResult<Children> {
+        let key = ListingKey {
+            repo: location.repo.clone(),
+            read_ref: location.read_ref().to_string(),
+            prefix: prefix.to_string(),
+        };
+        let now = Instant::now();
+        match self
+            .listings
+            .lookup(&key, location.is_immutable(), self.config.metadata_ttl, now)
+        {
+            ListingLookup::Fresh(children) => return Ok(children),
+            ListingLookup::Revalidate { children, head } => {
+                if self.clean_head(location, prefix).await.as_deref() == Some(head.as_str()) {
+                    self.listings.confirm(&key, now);
+                    return Ok(children);
+                }
+            }
+            ListingLookup::Missing => {}
+        }
+        let mut builder = ChildrenBuilder::new(prefix);
+        let mut request = ListRequest {
+            prefix: prefix.to_string(),
+            after: String::new(),
+            delimited: true,
+            amount: crate::lakefs::MAX_PAGE,
+        };
+        // Only listings of more than one page are worth revalidating: a one-page listing is as cheap to repeat.
+        let mut head_after_first_page: Option<Option<String>> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects(&location.repo, location.read_ref(), &request)
+                .await
+                .map_err(|e| FsError::lakefs(format!("listing {prefix} on {}", location.name), e))?;
+            for entry in page.items {
+                builder.push(entry);
+            }
+            match page.next_after {
+                Some(next) if next > request.after => {
+                    if head_after_first_page.is_none() && !location.is_immutable() {
+                        head_after_first_page = Some(self.clean_head(location, prefix).await);
+                    }
+                    request.after = next;
+                }
+                _ => break,
+            }
+        }
+        let clean_head = match head_after_first_page {
+            Some(Some(before)) => {
+                let after = self.clean_head(location, prefix).await;
+                (after.as_deref() == Some(before.as_str())).then_some(before)
+            }
+            _ => None,
+        };
+        let children: Children = Arc::new(builder.finish().into_iter().collect());
+        self.listings.insert(
+            key,
+            CachedListing {
+                children: children.clone(),
+                checked: now,
+                clean_head,
+            },
+        );
+        Ok(children)
+    }
+
+    /// A branch's head commit if it has no uncommitted change under `prefix`; `None` when it has, when
+    /// `location` is not a branch, or when asking failed.
+    async fn clean_head(&self, location: &RefLocation, prefix: &str) -> Option<String> {
+        let RefTarget::Branch(branch) = &location.target else {
+            return None;
+        };
+        let (head, dirty) = futures::join!(
+            self.client.get_branch(&location.repo, branch),
+            self.client.has_uncommitted_changes(&location.repo, branch, prefix)
+        );
+        match (head, dirty) {
+            (Ok(head), Ok(false)) => Some(head.commit_id),
+            (Ok(_), Ok(true)) => None,
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::debug!(error = %err, branch, "could not check a branch for changes");
+                None
+            }
+        }
     }
 
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> FsResult<Opened> {

@@ -139,6 +139,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         // Whatever happened, the mount's view may have changed: drop cached misses.
         lock(&self.negative).clear();
+        self.listings.clear();
         result.map(|_| ())
     }
 
