@@ -352,7 +352,7 @@ impl<L: LakeFs> Filesystem<L> {
                 NodeKind::StagedFile { location, id } => self.staged_is_live(location, *id),
                 _ => true,
             };
-            if live && child.is_fresh(Instant::now()) {
+            if live && (child.is_fresh(Instant::now()) || self.refresh_from_listing(&child).await) {
                 self.table.remember(&child);
                 return Ok(self.entry_of(&child));
             }
@@ -520,7 +520,7 @@ impl<L: LakeFs> Filesystem<L> {
             NodeKind::File { location, key, .. } | NodeKind::Symlink { location, key, .. } => (location, key),
             _ => return Ok(self.entry_of(&inode)),
         };
-        if inode.is_fresh(Instant::now()) {
+        if inode.is_fresh(Instant::now()) || self.refresh_from_listing(&inode).await {
             return Ok(self.entry_of(&inode));
         }
         let current = self.client.stat_object(&location.repo, location.read_ref(), key).await;
@@ -770,25 +770,15 @@ impl<L: LakeFs> Filesystem<L> {
     /// The children of object directory `prefix` on `location`: from the listing cache while it is fresh or
     /// revalidates (see [`ListingCache`]), else from every page of `objects/ls`.
     async fn directory_listing(&self, location: &RefLocation, prefix: &str) -> FsResult<Children> {
+        if let Some(children) = self.current_cached_listing(location, prefix).await {
+            return Ok(children);
+        }
         let key = ListingKey {
             repo: location.repo.clone(),
             read_ref: location.read_ref().to_string(),
             prefix: prefix.to_string(),
         };
         let now = Instant::now();
-        match self
-            .listings
-            .lookup(&key, location.is_immutable(), self.config.metadata_ttl, now)
-        {
-            ListingLookup::Fresh(children) => return Ok(children),
-            ListingLookup::Revalidate { children, head } => {
-                if self.clean_head(location, prefix).await.as_deref() == Some(head.as_str()) {
-                    self.listings.confirm(&key, now);
-                    return Ok(children);
-                }
-            }
-            ListingLookup::Missing => {}
-        }
         let mut builder = ChildrenBuilder::new(prefix);
         let mut request = ListRequest {
             prefix: prefix.to_string(),
@@ -834,6 +824,68 @@ impl<L: LakeFs> Filesystem<L> {
             },
         );
         Ok(children)
+    }
+
+    /// Trust an expired object or directory inode again when its directory's cached listing is still current
+    /// and shows the same thing (a directory, or an object of the same checksum). `ls -l` and `find` on a
+    /// large directory then cost one revalidation per directory, not one request per entry.
+    async fn refresh_from_listing(&self, inode: &Inode) -> bool {
+        let (location, dir_prefix, expected_checksum) = match &inode.kind {
+            NodeKind::File { location, key, .. } | NodeKind::Symlink { location, key, .. } => {
+                let checksum = inode.state().object.as_ref().map(|o| o.checksum.clone());
+                let Some(checksum) = checksum else { return false };
+                let prefix = key.rfind('/').map_or("", |slash| &key[..=slash]);
+                (location, prefix, Some(checksum))
+            }
+            NodeKind::Directory {
+                location,
+                prefix,
+                ref_root: false,
+            } => {
+                let parent = prefix.trim_end_matches('/');
+                (location, parent.rfind('/').map_or("", |slash| &prefix[..=slash]), None)
+            }
+            _ => return false,
+        };
+        let Some(children) = self.current_cached_listing(location, dir_prefix).await else {
+            return false;
+        };
+        let Ok(index) = children.binary_search_by(|(name, _)| name.as_str().cmp(inode.name.as_str())) else {
+            return false;
+        };
+        let same = match (&children[index].1, expected_checksum) {
+            (Child::Directory, None) => true,
+            (Child::Object(object), Some(checksum)) => object.checksum == checksum,
+            _ => false,
+        };
+        if same {
+            inode.state().validity = self.validity(Some(location));
+        }
+        same
+    }
+
+    /// The cached listing of `prefix`, if there is one and it is (or revalidates as) current; never lists.
+    async fn current_cached_listing(&self, location: &RefLocation, prefix: &str) -> Option<Children> {
+        let key = ListingKey {
+            repo: location.repo.clone(),
+            read_ref: location.read_ref().to_string(),
+            prefix: prefix.to_string(),
+        };
+        let now = Instant::now();
+        match self
+            .listings
+            .lookup(&key, location.is_immutable(), self.config.metadata_ttl, now)
+        {
+            ListingLookup::Fresh(children) => Some(children),
+            ListingLookup::Revalidate { children, head } => {
+                let current = self.clean_head(location, prefix).await.as_deref() == Some(head.as_str());
+                if current {
+                    self.listings.confirm(&key, now);
+                }
+                current.then_some(children)
+            }
+            ListingLookup::Missing => None,
+        }
     }
 
     /// A branch's head commit if it has no uncommitted change under `prefix`; `None` when it has, when

@@ -224,6 +224,33 @@ async fn an_expired_listing_of_an_unchanged_branch_revalidates_without_listing_a
 }
 
 #[tokio::test]
+async fn expired_attributes_of_listed_entries_revalidate_with_their_directory() {
+    let (mock, fs) = large_committed_directory(30).await;
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    let fh = fs.opendir(dir).await.unwrap();
+    let mut entries: Vec<DirEntry> = Vec::new();
+    fs.readdir(dir, fh, 0, true, &mut entries).await.unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    let stats = mock.requests("stat_object");
+    for entry in entries.iter().filter(|e| e.name.starts_with('f')) {
+        let again = fs.getattr(entry.ino).await.unwrap();
+        assert_eq!(again.attr.size, 1);
+        assert!(again.ttl > Duration::ZERO);
+        fs.lookup(dir, &entry.name).await.unwrap();
+    }
+    assert_eq!(mock.requests("stat_object"), stats, "no request per entry");
+    assert_eq!(mock.requests("has_uncommitted_changes"), 2 + 1, "one revalidation for the directory");
+    fs.releasedir(fh);
+
+    // A changed object is not vouched for by the old listing.
+    mock.put_object("repo", "main", "dir/f001", "changed").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    let f001 = entries.iter().find(|e| e.name == "f001").unwrap();
+    assert_eq!(fs.getattr(f001.ino).await.unwrap().ttl, Duration::ZERO);
+    assert_eq!(fs.lookup(dir, "f001").await.unwrap().attr.size, 7);
+}
+
+#[tokio::test]
 async fn uncommitted_changes_elsewhere_do_not_invalidate_a_listing() {
     let (mock, fs) = large_committed_directory(25).await;
     let dir = walk(&fs, "dir").await.unwrap().attr.ino;
