@@ -56,7 +56,7 @@ use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
 use self::readdir::{
     CachedListing, Child, Children, ChildrenBuilder, DirHandle, ListingCache, ListingKey, ListingLookup, SnapshotEntry,
 };
-use crate::cache::{DataCache, DiskBlockCache, MemoryBlockCache};
+use crate::cache::{DataCache, DiskBlockCache, KernelPageCache, MemoryBlockCache};
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
 /// Kernel cache time for entries that never change (immutable refs, synthetic entries).
@@ -116,6 +116,8 @@ pub struct Filesystem<L: LakeFs> {
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
     /// Listings of object directories, across handles.
     listings: ListingCache,
+    /// The kernel's page cache, once the adapter has a session to reach it through.
+    kernel_pages: std::sync::OnceLock<Arc<dyn KernelPageCache>>,
     cache: Arc<DataCache>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
@@ -231,6 +233,7 @@ impl<L: LakeFs> Filesystem<L> {
             table: InodeTable::new(root),
             negative: Mutex::new(LruCache::new(negative_capacity)),
             listings: ListingCache::new(LISTING_CACHE_CHILDREN),
+            kernel_pages: std::sync::OnceLock::new(),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -252,6 +255,11 @@ impl<L: LakeFs> Filesystem<L> {
 
     pub fn client(&self) -> &Arc<L> {
         &self.client
+    }
+
+    /// Let random readers offer fetched blocks to the kernel's page cache (set once, by the adapter).
+    pub fn set_kernel_page_cache(&self, kernel: Arc<dyn KernelPageCache>) {
+        let _ = self.kernel_pages.set(kernel);
     }
 
     pub fn data_cache(&self) -> &Arc<DataCache> {
@@ -939,7 +947,10 @@ impl<L: LakeFs> Filesystem<L> {
                     initial_window: self.config.initial_read_window,
                     max_window: self.config.max_read_window,
                 };
-                let reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                let mut reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                if let Some(kernel) = self.kernel_pages.get() {
+                    reader = reader.with_kernel_cache(ino.0, kernel.clone());
+                }
                 (
                     OpenFile::Object(reader),
                     Opened {

@@ -201,7 +201,10 @@ pub enum ListingLookup {
     /// Current without asking (immutable ref, or checked within `metadata_ttl`).
     Fresh(Children),
     /// Current if the branch's head is still `head` and nothing under the prefix is uncommitted.
-    Revalidate { children: Children, head: String },
+    Revalidate {
+        children: Children,
+        head: String,
+    },
     Missing,
 }
 
@@ -371,11 +374,23 @@ mod tests {
             cache.lookup(&key("a/"), false, ttl, later),
             ListingLookup::Revalidate { head, .. } if head == "c1"
         ));
-        assert!(matches!(cache.lookup(&key("b/"), false, ttl, later), ListingLookup::Missing));
-        assert!(matches!(cache.lookup(&key("b/"), true, ttl, later), ListingLookup::Fresh(_)));
+        assert!(matches!(
+            cache.lookup(&key("b/"), false, ttl, later),
+            ListingLookup::Missing
+        ));
+        assert!(matches!(
+            cache.lookup(&key("b/"), true, ttl, later),
+            ListingLookup::Fresh(_)
+        ));
         cache.confirm(&key("a/"), later);
-        assert!(matches!(cache.lookup(&key("a/"), false, ttl, later), ListingLookup::Fresh(_)));
-        assert!(matches!(cache.lookup(&key("c/"), false, ttl, later), ListingLookup::Missing));
+        assert!(matches!(
+            cache.lookup(&key("a/"), false, ttl, later),
+            ListingLookup::Fresh(_)
+        ));
+        assert!(matches!(
+            cache.lookup(&key("c/"), false, ttl, later),
+            ListingLookup::Missing
+        ));
     }
 
     #[test]
@@ -387,9 +402,15 @@ mod tests {
         assert_eq!(cache.len(), 5);
         cache.insert(key("c/"), listing(&["1"], None, now));
         assert_eq!(cache.len(), 3, "the least recently used listing was evicted");
-        assert!(matches!(cache.lookup(&key("a/"), true, Duration::ZERO, now), ListingLookup::Missing));
+        assert!(matches!(
+            cache.lookup(&key("a/"), true, Duration::ZERO, now),
+            ListingLookup::Missing
+        ));
         cache.insert(key("big/"), listing(&["1", "2", "3", "4", "5", "6"], None, now));
-        assert!(matches!(cache.lookup(&key("big/"), true, Duration::ZERO, now), ListingLookup::Missing));
+        assert!(matches!(
+            cache.lookup(&key("big/"), true, Duration::ZERO, now),
+            ListingLookup::Missing
+        ));
         cache.insert(key("b/"), listing(&["1"], None, now));
         assert_eq!(cache.len(), 2, "replacing a listing releases the old one's count");
     }

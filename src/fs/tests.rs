@@ -202,12 +202,24 @@ async fn an_expired_listing_of_an_unchanged_branch_revalidates_without_listing_a
     assert_eq!(list(&fs, dir).await.len(), 55);
     let pages = mock.requests("list_objects");
     assert_eq!(list(&fs, dir).await.len(), 55);
-    assert_eq!(mock.requests("list_objects"), pages, "within the TTL the listing is reused");
+    assert_eq!(
+        mock.requests("list_objects"),
+        pages,
+        "within the TTL the listing is reused"
+    );
     let checks = mock.requests("has_uncommitted_changes");
     tokio::time::sleep(config().metadata_ttl).await;
     assert_eq!(list(&fs, dir).await.len(), 55);
-    assert_eq!(mock.requests("list_objects"), pages, "an unchanged branch is not listed again");
-    assert_eq!(mock.requests("has_uncommitted_changes"), checks + 1, "one cheap check instead");
+    assert_eq!(
+        mock.requests("list_objects"),
+        pages,
+        "an unchanged branch is not listed again"
+    );
+    assert_eq!(
+        mock.requests("has_uncommitted_changes"),
+        checks + 1,
+        "one cheap check instead"
+    );
 
     // An uncommitted change under the prefix, then a commit: each makes the next expired listing fetch again.
     mock.put_object("repo", "main", "dir/new", "y").unwrap();
@@ -239,7 +251,11 @@ async fn expired_attributes_of_listed_entries_revalidate_with_their_directory() 
         fs.lookup(dir, &entry.name).await.unwrap();
     }
     assert_eq!(mock.requests("stat_object"), stats, "no request per entry");
-    assert_eq!(mock.requests("has_uncommitted_changes"), 2 + 1, "one revalidation for the directory");
+    assert_eq!(
+        mock.requests("has_uncommitted_changes"),
+        2 + 1,
+        "one revalidation for the directory"
+    );
     fs.releasedir(fh);
 
     // A changed object is not vouched for by the old listing.

@@ -396,7 +396,12 @@ impl<T: LakeFs> LakeFs for Arc<T> {
     ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send {
         (**self).diff_branch(repo, branch, after)
     }
-    fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> impl Future<Output = Result<bool>> + Send {
+    fn has_uncommitted_changes(
+        &self,
+        repo: &str,
+        branch: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
         (**self).has_uncommitted_changes(repo, branch, prefix)
     }
     fn diff_refs(
