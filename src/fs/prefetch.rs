@@ -378,7 +378,8 @@ impl<L: LakeFs> ObjectReader<L> {
             return self.read_chunks(offset, end).await;
         }
 
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let single_block = needed.len() == 1;
+        let mut out = BytesMut::with_capacity(if single_block { 0 } else { (end - offset) as usize });
         for (index, pending) in needed {
             let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
@@ -410,6 +411,11 @@ impl<L: LakeFs> ObjectReader<L> {
             }
             let from = offset.max(block_start) - block_start;
             let to = end.min(block_start + block.len() as u64) - block_start;
+            if single_block {
+                // The common case (the kernel's reads never cross a block): hand out a view, copy nothing.
+                self.lock().in_flight.retain(|index, _| *index >= last);
+                return Ok(block.slice(from.min(to) as usize..to as usize));
+            }
             if from < to {
                 out.extend_from_slice(&block[from as usize..to as usize]);
             }
