@@ -15,6 +15,10 @@
 //!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
 //!   start a stream; a read right after them that continues sequentially starts one. The 64 KiB chunks go to
 //!   the memory cache under their own keys, so random reads that land on them again cost no request.
+//! - A handle past its first two random reads is a random *reader* (`fio randread`, an index lookup): its misses
+//!   fetch whole blocks, and every block a random read uses is offered once to the kernel's page cache
+//!   ([`KernelPageCache`]), so the file fills the page cache at one request per block and later reads anywhere
+//!   in it are served by the kernel without reaching the mount.
 //! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
 //!
 //!
