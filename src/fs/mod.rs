@@ -889,6 +889,9 @@ impl<L: LakeFs> Filesystem<L> {
                 let current = self.clean_head(location, prefix).await.as_deref() == Some(head.as_str());
                 if current {
                     self.listings.confirm(&key, now);
+                } else {
+                    // Known outdated: later lookups must not pay for the same check again.
+                    self.listings.remove(&key);
                 }
                 current.then_some(children)
             }
