@@ -510,26 +510,6 @@ impl crate::cache::KernelPageCache for NotifyStore {
     }
 }
 
-/// Kernel readahead of the mount, in KiB. The kernel starts every FUSE mount at 128 KiB, so a sequential reader
-/// reaches the mount in 128 KiB requests, about one at a time; a larger window lets it send 1 MiB requests
-/// (`max_pages`) several at once, which the prefetcher answers from blocks already fetched.
-const READAHEAD_KIB: u32 = 4096;
-
-/// Raise the kernel readahead of the mount at `mountpoint` (its backing device info in sysfs). Only root may;
-/// anyone else keeps the kernel's default, which works, just with more and smaller requests.
-pub fn raise_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let setting = std::fs::metadata(mountpoint).map(|m| {
-        let dev = m.dev();
-        format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev))
-    });
-    let result = setting.and_then(|path| std::fs::write(&path, READAHEAD_KIB.to_string()).map(|()| path));
-    match result {
-        Ok(path) => tracing::debug!(path, kib = READAHEAD_KIB, "raised the kernel readahead"),
-        Err(err) => tracing::debug!(error = %err, "kernel readahead left at its default"),
-    }
-}
-
 /// Kernel-side mount settings.
 #[derive(Debug, Clone)]
 pub struct FuseConfig {

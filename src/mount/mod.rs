@@ -226,7 +226,6 @@ fn serve<L: LakeFs>(
     std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
         let _ = done_tx.send(session.run());
     })?;
-    crate::fuse::raise_readahead(mountpoint);
     let signalled = runtime.block_on(async {
         tokio::select! {
             result = &mut done_rx => Err(result),
