@@ -496,6 +496,46 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     }
 }
 
+/// Blocks waiting for the store thread at most; further offers are dropped while it is behind.
+const STORE_QUEUE: usize = 8;
+
+/// Largest single `FUSE_NOTIFY_STORE` message.
+const STORE_PIECE: usize = 256 * 1024;
+
+/// Puts data into the kernel's page cache with `FUSE_NOTIFY_STORE`, from a thread of its own: the kernel locks
+/// the pages it fills, and one of them may belong to the read whose reply is still being sent, so storing on a
+/// FUSE thread could wait for itself.
+#[derive(Debug)]
+pub struct NotifyStore {
+    queue: std::sync::mpsc::SyncSender<(u64, u64, bytes::Bytes)>,
+}
+
+impl NotifyStore {
+    pub fn start(notifier: fuser::Notifier) -> std::io::Result<Self> {
+        let (queue, pending) = std::sync::mpsc::sync_channel::<(u64, u64, bytes::Bytes)>(STORE_QUEUE);
+        std::thread::Builder::new().name("fuse-store".into()).spawn(move || {
+            for (ino, offset, data) in pending {
+                let mut at = offset;
+                for piece in data.chunks(STORE_PIECE) {
+                    if let Err(err) = notifier.store(INodeNo(ino), at, piece) {
+                        // The kernel forgot the inode, or the mount is going away: nothing to fill.
+                        tracing::debug!(ino, offset = at, error = %err, "page cache store refused");
+                        break;
+                    }
+                    at += piece.len() as u64;
+                }
+            }
+        })?;
+        Ok(Self { queue })
+    }
+}
+
+impl crate::cache::KernelPageCache for NotifyStore {
+    fn offer(&self, ino: u64, offset: u64, data: bytes::Bytes) {
+        let _ = self.queue.try_send((ino, offset, data));
+    }
+}
+
 /// Kernel-side mount settings.
 #[derive(Debug, Clone)]
 pub struct FuseConfig {

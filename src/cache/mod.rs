@@ -74,6 +74,19 @@ impl DataCache {
     }
 }
 
+/// The kernel's page cache of open files, as the FUSE adapter exposes it (`FUSE_NOTIFY_STORE`).
+///
+/// A random reader fetches whole blocks; offering each block to the kernel turns the next reads anywhere in
+/// it into page-cache hits that never reach the mount, so a file read at random fills the page cache at one
+/// request per block instead of one per 4 KiB page. Stored pages are the kernel's memory, reclaimable under
+/// pressure, and never count against `max_memory`.
+pub trait KernelPageCache: Send + Sync + std::fmt::Debug {
+    /// Offer `data` as the content of inode `ino` at `offset` (page aligned). Must not block: the kernel may
+    /// hold a page of the range locked until the read being answered now gets its reply, so implementations
+    /// hand the data to another thread and drop it when that one falls behind.
+    fn offer(&self, ino: u64, offset: u64, data: Bytes);
+}
+
 /// Identity of one cached block.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockKey {

@@ -53,12 +53,17 @@ use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
 use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
-use self::readdir::{Child, ChildrenBuilder, DirHandle, SnapshotEntry};
-use crate::cache::{DataCache, DiskBlockCache, MemoryBlockCache};
+use self::readdir::{
+    CachedListing, Child, Children, ChildrenBuilder, DirHandle, ListingCache, ListingKey, ListingLookup, SnapshotEntry,
+};
+use crate::cache::{DataCache, DiskBlockCache, KernelPageCache, MemoryBlockCache};
 use crate::lakefs::{LakeFs, LakeFsError, ListRequest, ObjectInfo, META_SYMLINK_TARGET};
 
 /// Kernel cache time for entries that never change (immutable refs, synthetic entries).
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Children of all cached directory listings together, at most (about 300 bytes each).
+const LISTING_CACHE_CHILDREN: usize = 250_000;
 
 /// A name resolved to an inode, with how long the kernel may cache it.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +114,10 @@ pub struct Filesystem<L: LakeFs> {
     root_location: Option<Arc<RefLocation>>,
     table: InodeTable,
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
+    /// Listings of object directories, across handles.
+    listings: ListingCache,
+    /// The kernel's page cache, once the adapter has a session to reach it through.
+    kernel_pages: std::sync::OnceLock<Arc<dyn KernelPageCache>>,
     cache: Arc<DataCache>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile<L>>>>,
@@ -223,6 +232,8 @@ impl<L: LakeFs> Filesystem<L> {
             root_location,
             table: InodeTable::new(root),
             negative: Mutex::new(LruCache::new(negative_capacity)),
+            listings: ListingCache::new(LISTING_CACHE_CHILDREN),
+            kernel_pages: std::sync::OnceLock::new(),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
@@ -244,6 +255,11 @@ impl<L: LakeFs> Filesystem<L> {
 
     pub fn client(&self) -> &Arc<L> {
         &self.client
+    }
+
+    /// Let random readers offer fetched blocks to the kernel's page cache (set once, by the adapter).
+    pub fn set_kernel_page_cache(&self, kernel: Arc<dyn KernelPageCache>) {
+        let _ = self.kernel_pages.set(kernel);
     }
 
     pub fn data_cache(&self) -> &Arc<DataCache> {
@@ -353,7 +369,7 @@ impl<L: LakeFs> Filesystem<L> {
                 NodeKind::StagedFile { location, id } => self.staged_is_live(location, *id),
                 _ => true,
             };
-            if live && child.is_fresh(Instant::now()) {
+            if live && (child.is_fresh(Instant::now()) || self.refresh_from_listing(&child).await) {
                 self.table.remember(&child);
                 return Ok(self.entry_of(&child));
             }
@@ -526,7 +542,7 @@ impl<L: LakeFs> Filesystem<L> {
             NodeKind::File { location, key, .. } | NodeKind::Symlink { location, key, .. } => (location, key),
             _ => return Ok(self.entry_of(&inode)),
         };
-        if inode.is_fresh(Instant::now()) {
+        if inode.is_fresh(Instant::now()) || self.refresh_from_listing(&inode).await {
             return Ok(self.entry_of(&inode));
         }
         let current = self.client.stat_object(&location.repo, location.read_ref(), key).await;
@@ -720,30 +736,11 @@ impl<L: LakeFs> Filesystem<L> {
                 prefix,
                 ref_root,
             } => {
-                let mut builder = ChildrenBuilder::new(prefix);
-                let mut request = ListRequest {
-                    prefix: prefix.clone(),
-                    after: String::new(),
-                    delimited: true,
-                    amount: crate::lakefs::MAX_PAGE,
-                };
-                loop {
-                    let page = self
-                        .client
-                        .list_objects(&location.repo, location.read_ref(), &request)
-                        .await
-                        .map_err(|e| FsError::lakefs(format!("listing {prefix} on {}", location.name), e))?;
-                    for entry in page.items {
-                        builder.push(entry);
-                    }
-                    match page.next_after {
-                        Some(next) if next > request.after => request.after = next,
-                        _ => break,
-                    }
-                }
+                let children = self.directory_listing(location, prefix).await?;
                 let validity = self.validity(Some(location));
                 let mut listed = Vec::new();
-                for (name, child) in builder.finish() {
+                for (name, child) in children.iter() {
+                    let (name, child) = (name.clone(), child.clone());
                     if *ref_root && name == CONTROL_DIR {
                         tracing::warn!(
                             repo = location.repo,
@@ -792,6 +789,150 @@ impl<L: LakeFs> Filesystem<L> {
         Ok(out)
     }
 
+    /// The children of object directory `prefix` on `location`: from the listing cache while it is fresh or
+    /// revalidates (see [`ListingCache`]), else from every page of `objects/ls`.
+    async fn directory_listing(&self, location: &RefLocation, prefix: &str) -> FsResult<Children> {
+        if let Some(children) = self.current_cached_listing(location, prefix).await {
+            return Ok(children);
+        }
+        let key = ListingKey {
+            repo: location.repo.clone(),
+            read_ref: location.read_ref().to_string(),
+            prefix: prefix.to_string(),
+        };
+        let now = Instant::now();
+        let mut builder = ChildrenBuilder::new(prefix);
+        let mut request = ListRequest {
+            prefix: prefix.to_string(),
+            after: String::new(),
+            delimited: true,
+            amount: crate::lakefs::MAX_PAGE,
+        };
+        // Only listings of more than one page are worth revalidating: a one-page listing is as cheap to repeat.
+        let mut head_after_first_page: Option<Option<String>> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects(&location.repo, location.read_ref(), &request)
+                .await
+                .map_err(|e| FsError::lakefs(format!("listing {prefix} on {}", location.name), e))?;
+            for entry in page.items {
+                builder.push(entry);
+            }
+            match page.next_after {
+                Some(next) if next > request.after => {
+                    if head_after_first_page.is_none() && !location.is_immutable() {
+                        head_after_first_page = Some(self.clean_head(location, prefix).await);
+                    }
+                    request.after = next;
+                }
+                _ => break,
+            }
+        }
+        let clean_head = match head_after_first_page {
+            Some(Some(before)) => {
+                let after = self.clean_head(location, prefix).await;
+                (after.as_deref() == Some(before.as_str())).then_some(before)
+            }
+            _ => None,
+        };
+        let children: Children = Arc::new(builder.finish().into_iter().collect());
+        self.listings.insert(
+            key,
+            CachedListing {
+                children: children.clone(),
+                checked: now,
+                clean_head,
+            },
+        );
+        Ok(children)
+    }
+
+    /// Trust an expired object or directory inode again when its directory's cached listing is still current
+    /// and shows the same thing (a directory, or an object of the same checksum). `ls -l` and `find` on a
+    /// large directory then cost one revalidation per directory, not one request per entry.
+    async fn refresh_from_listing(&self, inode: &Inode) -> bool {
+        let (location, dir_prefix, expected_checksum) = match &inode.kind {
+            NodeKind::File { location, key, .. } | NodeKind::Symlink { location, key, .. } => {
+                let checksum = inode.state().object.as_ref().map(|o| o.checksum.clone());
+                let Some(checksum) = checksum else { return false };
+                let prefix = key.rfind('/').map_or("", |slash| &key[..=slash]);
+                (location, prefix, Some(checksum))
+            }
+            NodeKind::Directory {
+                location,
+                prefix,
+                ref_root: false,
+            } => {
+                let parent = prefix.trim_end_matches('/');
+                (location, parent.rfind('/').map_or("", |slash| &prefix[..=slash]), None)
+            }
+            _ => return false,
+        };
+        let Some(children) = self.current_cached_listing(location, dir_prefix).await else {
+            return false;
+        };
+        let Ok(index) = children.binary_search_by(|(name, _)| name.as_str().cmp(inode.name.as_str())) else {
+            return false;
+        };
+        let same = match (&children[index].1, expected_checksum) {
+            (Child::Directory, None) => true,
+            (Child::Object(object), Some(checksum)) => object.checksum == checksum,
+            _ => false,
+        };
+        if same {
+            inode.state().validity = self.validity(Some(location));
+        }
+        same
+    }
+
+    /// The cached listing of `prefix`, if there is one and it is (or revalidates as) current; never lists.
+    async fn current_cached_listing(&self, location: &RefLocation, prefix: &str) -> Option<Children> {
+        let key = ListingKey {
+            repo: location.repo.clone(),
+            read_ref: location.read_ref().to_string(),
+            prefix: prefix.to_string(),
+        };
+        let now = Instant::now();
+        match self
+            .listings
+            .lookup(&key, location.is_immutable(), self.config.metadata_ttl, now)
+        {
+            ListingLookup::Fresh(children) => Some(children),
+            ListingLookup::Revalidate { children, head } => {
+                let current = self.clean_head(location, prefix).await.as_deref() == Some(head.as_str());
+                if current {
+                    self.listings.confirm(&key, now);
+                } else {
+                    // Known outdated: later lookups must not pay for the same check again.
+                    self.listings.remove(&key);
+                }
+                current.then_some(children)
+            }
+            ListingLookup::Missing => None,
+        }
+    }
+
+    /// A branch's head commit if it has no uncommitted change under `prefix`; `None` when it has, when
+    /// `location` is not a branch, or when asking failed.
+    async fn clean_head(&self, location: &RefLocation, prefix: &str) -> Option<String> {
+        let RefTarget::Branch(branch) = &location.target else {
+            return None;
+        };
+        let (head, dirty) = futures::join!(
+            self.client.get_branch(&location.repo, branch),
+            self.client.has_uncommitted_changes(&location.repo, branch, prefix)
+        );
+        match (head, dirty) {
+            (Ok(head), Ok(false)) => Some(head.commit_id),
+            (Ok(_), Ok(true)) => None,
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::debug!(error = %err, branch, "could not check a branch for changes");
+                None
+            }
+        }
+    }
+
     pub async fn open(&self, ino: InodeNo, mode: OpenMode) -> FsResult<Opened> {
         let inode = self.inode(ino)?;
         if inode.kind.is_dir() {
@@ -823,7 +964,10 @@ impl<L: LakeFs> Filesystem<L> {
                     initial_window: self.config.initial_read_window,
                     max_window: self.config.max_read_window,
                 };
-                let reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                let mut reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                if let Some(kernel) = self.kernel_pages.get() {
+                    reader = reader.with_kernel_cache(ino.0, kernel.clone());
+                }
                 (
                     OpenFile::Object(reader),
                     Opened {

@@ -15,6 +15,10 @@
 //!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
 //!   start a stream; a read right after them that continues sequentially starts one. The 64 KiB chunks go to
 //!   the memory cache under their own keys, so random reads that land on them again cost no request.
+//! - A handle past its first two random reads is a random *reader* (`fio randread`, an index lookup): its misses
+//!   fetch whole blocks, and every block a random read uses is offered once to the kernel's page cache
+//!   ([`KernelPageCache`]), so the file fills the page cache at one request per block and later reads anywhere
+//!   in it are served by the kernel without reaching the mount.
 //! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
 //!
 //!
@@ -23,7 +27,7 @@
 //! does not fit is not started - the window resumes on a later read - and a window is never more than a quarter
 //! of the budget, so streams cannot crowd each other's blocks out before they are read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +35,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::error::{FsError, FsResult};
-use crate::cache::{BlockKey, DataCache, Reservation};
+use crate::cache::{BlockKey, DataCache, KernelPageCache, Reservation};
 use crate::lakefs::LakeFs;
 
 /// One object version, as a handle reads it.
@@ -70,6 +74,10 @@ struct ReadState {
     in_flight: BTreeMap<u64, InFlight>,
     /// Blocks requested from the server by this handle (for tests and status).
     fetches: u64,
+    /// Reads so far that were not part of a stream.
+    random_reads: u64,
+    /// Blocks already offered to the kernel's page cache.
+    offered: HashSet<u64>,
 }
 
 pub struct ObjectReader<L: LakeFs> {
@@ -77,6 +85,8 @@ pub struct ObjectReader<L: LakeFs> {
     cache: Arc<DataCache>,
     object: Arc<ObjectVersion>,
     tuning: ReadTuning,
+    /// The kernel page cache and this object's inode in it, when the adapter provides one.
+    kernel: Option<(u64, Arc<dyn KernelPageCache>)>,
     state: Mutex<ReadState>,
 }
 
@@ -90,6 +100,9 @@ impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
 
 /// Alignment of the ranged GET a random read makes (never more than a block).
 const RANDOM_READ_ALIGN: u64 = 64 * 1024;
+
+/// Random reads of a handle that fetch only their aligned 64 KiB range; later ones fetch whole blocks.
+const SMALL_RANDOM_READS: u64 = 2;
 
 /// One ranged GET of `object`, checked against the checksum the handle was opened with.
 async fn fetch_range<L: LakeFs>(client: &L, object: &ObjectVersion, range: Range<u64>) -> FsResult<Bytes> {
@@ -161,8 +174,17 @@ impl<L: LakeFs> ObjectReader<L> {
                 last_block: None,
                 in_flight: BTreeMap::new(),
                 fetches: 0,
+                random_reads: 0,
+                offered: HashSet::new(),
             }),
+            kernel: None,
         }
+    }
+
+    /// Offer the blocks random reads fetch to the kernel's page cache of inode `ino`.
+    pub fn with_kernel_cache(mut self, ino: u64, kernel: Arc<dyn KernelPageCache>) -> Self {
+        self.kernel = Some((ino, kernel));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
@@ -287,6 +309,7 @@ impl<L: LakeFs> ObjectReader<L> {
 
         let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
         let mut direct = false;
+        let random;
         {
             let mut state = self.lock();
             // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
@@ -294,6 +317,7 @@ impl<L: LakeFs> ObjectReader<L> {
             let tolerance = state.window.max(2 * bs);
             let in_stream = offset.saturating_add(tolerance) >= state.next_offset
                 && offset <= state.next_offset.saturating_add(tolerance);
+            random = !in_stream;
             if in_stream {
                 if state.window == 0 {
                     state.window = self.tuning.initial_window;
@@ -302,12 +326,18 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             } else {
                 state.window = 0;
-                // A random read whose blocks are neither cached nor on their way fetches just its own range
-                // (aligned to 64 KiB): a 4 KiB read must not cost a whole block. The disk cache, when there is
-                // one, works in blocks, so it keeps the block path.
+                state.random_reads += 1;
+                // The first random reads of a handle whose blocks are neither cached nor on their way fetch
+                // just their own range (aligned to 64 KiB): a parquet footer must not cost a whole block. A
+                // handle that keeps reading at random fetches whole blocks, which fill the cache (and the
+                // kernel's page cache) quickly. The disk cache, when there is one, works in blocks only.
                 let missing = (first..=last)
                     .any(|b| !state.in_flight.contains_key(&b) && !self.cache.memory.contains(&self.key(b)));
-                if missing && self.cache.disk.is_none() {
+                let align = RANDOM_READ_ALIGN.min(bs);
+                let chunks_cached =
+                    (offset / align..=(end - 1) / align).all(|c| self.cache.memory.contains(&self.unit_key(align, c)));
+                let small = state.random_reads <= SMALL_RANDOM_READS || chunks_cached;
+                if missing && self.cache.disk.is_none() && small {
                     for (_, entry) in std::mem::take(&mut state.in_flight) {
                         entry.abort.abort();
                     }
@@ -364,7 +394,8 @@ impl<L: LakeFs> ObjectReader<L> {
             return self.read_chunks(offset, end).await;
         }
 
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let single_block = needed.len() == 1;
+        let mut out = BytesMut::with_capacity(if single_block { 0 } else { (end - offset) as usize });
         for (index, pending) in needed {
             let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
@@ -391,8 +422,16 @@ impl<L: LakeFs> ObjectReader<L> {
                 },
             };
             let block_start = index * bs;
+            if random {
+                self.offer_to_kernel(index, &block);
+            }
             let from = offset.max(block_start) - block_start;
             let to = end.min(block_start + block.len() as u64) - block_start;
+            if single_block {
+                // The common case (the kernel's reads never cross a block): hand out a view, copy nothing.
+                self.lock().in_flight.retain(|index, _| *index >= last);
+                return Ok(block.slice(from.min(to) as usize..to as usize));
+            }
             if from < to {
                 out.extend_from_slice(&block[from as usize..to as usize]);
             }
@@ -400,6 +439,22 @@ impl<L: LakeFs> ObjectReader<L> {
         // Blocks the reader has now fully passed no longer need an entry.
         self.lock().in_flight.retain(|index, _| *index >= last);
         Ok(out.freeze())
+    }
+}
+
+impl<L: LakeFs> ObjectReader<L> {
+    /// Hand a whole block to the kernel's page cache once per handle, so that further random reads anywhere
+    /// in it are page-cache hits.
+    fn offer_to_kernel(&self, index: u64, block: &Bytes) {
+        let Some((ino, kernel)) = &self.kernel else {
+            return;
+        };
+        if self.block_range(index).end - self.block_range(index).start != block.len() as u64 {
+            return;
+        }
+        if self.lock().offered.insert(index) {
+            kernel.offer(*ino, index * self.tuning.block_size, block.clone());
+        }
     }
 }
 
@@ -664,6 +719,54 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Records what was offered to the kernel.
+    #[derive(Debug, Default)]
+    struct RecordingKernel(Mutex<Vec<(u64, u64, usize)>>);
+
+    impl KernelPageCache for RecordingKernel {
+        fn offer(&self, ino: u64, offset: u64, data: Bytes) {
+            self.0.lock().unwrap().push((ino, offset, data.len()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handle_reading_at_random_fetches_whole_blocks_and_offers_each_to_the_kernel_once() {
+        let (mock, cache, object, data) = setup(8192 * KIB as usize);
+        let tuning = ReadTuning {
+            block_size: 1024 * KIB,
+            initial_window: 1024 * KIB,
+            max_window: 4096 * KIB,
+        };
+        let kernel = Arc::new(RecordingKernel::default());
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning).with_kernel_cache(7, kernel.clone());
+        // Offsets at least three blocks apart, so that no read continues a stream.
+        let offsets = [
+            7000 * KIB + 5,
+            100 * KIB,
+            7300 * KIB,
+            500 * KIB,
+            3500 * KIB,
+            7200 * KIB + 3,
+            1000 * KIB,
+            3100 * KIB,
+        ];
+        for offset in offsets {
+            let chunk = reader.read(offset, 4096).await.unwrap();
+            assert_eq!(&chunk[..], &data[offset as usize..offset as usize + 4096]);
+        }
+        // Two small ranges, then blocks 7, 0 and 3 whole; the last three reads land in those blocks.
+        assert_eq!(mock.bytes_served(), 2 * 64 * KIB + 3 * 1024 * KIB);
+        let offered = kernel.0.lock().unwrap().clone();
+        assert_eq!(
+            offered,
+            [
+                (7, 7 * 1024 * KIB, 1024 * KIB as usize),
+                (7, 0, 1024 * KIB as usize),
+                (7, 3 * 1024 * KIB, 1024 * KIB as usize)
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use super::attr::Attr;
 use super::inode::{Inode, InodeNo};
@@ -170,6 +172,140 @@ impl DirHandle {
     }
 }
 
+/// Children of one object directory, in name order, as one listing produced them.
+pub type Children = Arc<Vec<(String, Child)>>;
+
+/// Which listing: repository, the ref put into requests, and the key prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListingKey {
+    pub repo: String,
+    pub read_ref: String,
+    pub prefix: String,
+}
+
+/// A cached listing and what it takes to trust it again.
+#[derive(Debug, Clone)]
+pub struct CachedListing {
+    pub children: Children,
+    /// When the listing was last known current.
+    pub checked: Instant,
+    /// For a branch: its head commit, recorded only when the branch showed that head and no uncommitted change
+    /// under the prefix both after the listing's first page and after its last. The listing then stays current
+    /// for as long as both still hold, which two small requests can tell. `None`: re-list once expired.
+    pub clean_head: Option<String>,
+}
+
+/// How a cached listing may be used now.
+#[derive(Debug, Clone)]
+pub enum ListingLookup {
+    /// Current without asking (immutable ref, or checked within `metadata_ttl`).
+    Fresh(Children),
+    /// Current if the branch's head is still `head` and nothing under the prefix is uncommitted.
+    Revalidate {
+        children: Children,
+        head: String,
+    },
+    Missing,
+}
+
+/// Listings of object directories, shared by all directory handles: a second `ls` of a large branch directory
+/// within `metadata_ttl` costs no request, and after it two small requests (branch head, one-entry diff) instead
+/// of every page again. Bounded by the number of children held; least recently used listings go first.
+#[derive(Debug)]
+pub struct ListingCache {
+    inner: Mutex<ListingLru>,
+    max_children: usize,
+}
+
+#[derive(Debug)]
+struct ListingLru {
+    listings: LruCache<ListingKey, CachedListing>,
+    children: usize,
+}
+
+impl ListingCache {
+    pub fn new(max_children: usize) -> Self {
+        Self {
+            inner: Mutex::new(ListingLru {
+                listings: LruCache::unbounded(),
+                children: 0,
+            }),
+            max_children,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ListingLru> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached listing of `key` as of `now`; `immutable` listings never expire, others after `ttl`.
+    pub fn lookup(&self, key: &ListingKey, immutable: bool, ttl: Duration, now: Instant) -> ListingLookup {
+        let mut inner = self.lock();
+        let Some(cached) = inner.listings.get(key) else {
+            return ListingLookup::Missing;
+        };
+        if immutable || now < cached.checked + ttl {
+            return ListingLookup::Fresh(cached.children.clone());
+        }
+        match &cached.clean_head {
+            Some(head) => ListingLookup::Revalidate {
+                children: cached.children.clone(),
+                head: head.clone(),
+            },
+            None => ListingLookup::Missing,
+        }
+    }
+
+    /// The listing of `key` was confirmed current at `now`.
+    pub fn confirm(&self, key: &ListingKey, now: Instant) {
+        if let Some(cached) = self.lock().listings.get_mut(key) {
+            cached.checked = now;
+        }
+    }
+
+    pub fn insert(&self, key: ListingKey, listing: CachedListing) {
+        let size = listing.children.len();
+        if size > self.max_children {
+            self.remove(&key);
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(old) = inner.listings.put(key, listing) {
+            inner.children -= old.children.len();
+        }
+        inner.children += size;
+        while inner.children > self.max_children {
+            match inner.listings.pop_lru() {
+                Some((_, evicted)) => inner.children -= evicted.children.len(),
+                None => break,
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &ListingKey) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.listings.pop(key) {
+            inner.children -= old.children.len();
+        }
+    }
+
+    /// Drop every listing (after this mount changed a branch itself).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.listings.clear();
+        inner.children = 0;
+    }
+
+    /// Children held, over all listings.
+    pub fn len(&self) -> usize {
+        self.lock().children
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +343,75 @@ mod tests {
         assert_eq!(children["a"], Child::Directory);
         assert_eq!(children["sub"], Child::Directory);
         assert!(matches!(children["ok.txt"], Child::Object(_)));
+    }
+
+    fn key(prefix: &str) -> ListingKey {
+        ListingKey {
+            repo: "r".into(),
+            read_ref: "main".into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    fn listing(names: &[&str], clean_head: Option<&str>, checked: Instant) -> CachedListing {
+        CachedListing {
+            children: Arc::new(names.iter().map(|n| (n.to_string(), Child::Directory)).collect()),
+            checked,
+            clean_head: clean_head.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn listings_expire_into_revalidation_only_when_recorded_clean() {
+        let cache = ListingCache::new(100);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(1);
+        cache.insert(key("a/"), listing(&["x", "y"], Some("c1"), now));
+        cache.insert(key("b/"), listing(&["z"], None, now));
+        assert!(matches!(cache.lookup(&key("a/"), false, ttl, now), ListingLookup::Fresh(c) if c.len() == 2));
+        let later = now + Duration::from_secs(2);
+        assert!(matches!(
+            cache.lookup(&key("a/"), false, ttl, later),
+            ListingLookup::Revalidate { head, .. } if head == "c1"
+        ));
+        assert!(matches!(
+            cache.lookup(&key("b/"), false, ttl, later),
+            ListingLookup::Missing
+        ));
+        assert!(matches!(
+            cache.lookup(&key("b/"), true, ttl, later),
+            ListingLookup::Fresh(_)
+        ));
+        cache.confirm(&key("a/"), later);
+        assert!(matches!(
+            cache.lookup(&key("a/"), false, ttl, later),
+            ListingLookup::Fresh(_)
+        ));
+        assert!(matches!(
+            cache.lookup(&key("c/"), false, ttl, later),
+            ListingLookup::Missing
+        ));
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_children_held() {
+        let cache = ListingCache::new(5);
+        let now = Instant::now();
+        cache.insert(key("a/"), listing(&["1", "2", "3"], None, now));
+        cache.insert(key("b/"), listing(&["1", "2"], None, now));
+        assert_eq!(cache.len(), 5);
+        cache.insert(key("c/"), listing(&["1"], None, now));
+        assert_eq!(cache.len(), 3, "the least recently used listing was evicted");
+        assert!(matches!(
+            cache.lookup(&key("a/"), true, Duration::ZERO, now),
+            ListingLookup::Missing
+        ));
+        cache.insert(key("big/"), listing(&["1", "2", "3", "4", "5", "6"], None, now));
+        assert!(matches!(
+            cache.lookup(&key("big/"), true, Duration::ZERO, now),
+            ListingLookup::Missing
+        ));
+        cache.insert(key("b/"), listing(&["1"], None, now));
+        assert_eq!(cache.len(), 2, "replacing a listing releases the old one's count");
     }
 }

@@ -183,6 +183,128 @@ async fn releasedir_drops_listed_inodes_the_kernel_never_received() {
     assert_eq!(fs.getattr(kept.ino).await.unwrap().attr.ino, kept.ino);
 }
 
+/// A branch directory of `count` committed objects, listed in pages of 10.
+async fn large_committed_directory(count: usize) -> (Arc<MockLakeFs>, Filesystem<MockLakeFs>) {
+    let mock = server();
+    for i in 0..count {
+        mock.put_object("repo", "main", &format!("dir/f{i:03}"), "x").unwrap();
+    }
+    mock.commit("repo", "main").unwrap();
+    mock.set_page_size(10);
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    (mock, fs)
+}
+
+#[tokio::test]
+async fn an_expired_listing_of_an_unchanged_branch_revalidates_without_listing_again() {
+    let (mock, fs) = large_committed_directory(55).await;
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    assert_eq!(list(&fs, dir).await.len(), 55);
+    let pages = mock.requests("list_objects");
+    assert_eq!(list(&fs, dir).await.len(), 55);
+    assert_eq!(
+        mock.requests("list_objects"),
+        pages,
+        "within the TTL the listing is reused"
+    );
+    let checks = mock.requests("has_uncommitted_changes");
+    tokio::time::sleep(config().metadata_ttl).await;
+    assert_eq!(list(&fs, dir).await.len(), 55);
+    assert_eq!(
+        mock.requests("list_objects"),
+        pages,
+        "an unchanged branch is not listed again"
+    );
+    assert_eq!(
+        mock.requests("has_uncommitted_changes"),
+        checks + 1,
+        "one cheap check instead"
+    );
+
+    // An uncommitted change under the prefix, then a commit: each makes the next expired listing fetch again.
+    mock.put_object("repo", "main", "dir/new", "y").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    assert_eq!(list(&fs, dir).await.len(), 56);
+    assert!(mock.requests("list_objects") > pages);
+    mock.commit("repo", "main").unwrap();
+    mock.delete_object("repo", "main", "dir/f000").unwrap();
+    mock.commit("repo", "main").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    let names = list(&fs, dir).await;
+    assert_eq!(names.len(), 55);
+    assert!(!names.contains(&"f000".to_string()) && names.contains(&"new".to_string()));
+}
+
+#[tokio::test]
+async fn expired_attributes_of_listed_entries_revalidate_with_their_directory() {
+    let (mock, fs) = large_committed_directory(30).await;
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    let fh = fs.opendir(dir).await.unwrap();
+    let mut entries: Vec<DirEntry> = Vec::new();
+    fs.readdir(dir, fh, 0, true, &mut entries).await.unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    let stats = mock.requests("stat_object");
+    for entry in entries.iter().filter(|e| e.name.starts_with('f')) {
+        let again = fs.getattr(entry.ino).await.unwrap();
+        assert_eq!(again.attr.size, 1);
+        assert!(again.ttl > Duration::ZERO);
+        fs.lookup(dir, &entry.name).await.unwrap();
+    }
+    assert_eq!(mock.requests("stat_object"), stats, "no request per entry");
+    assert_eq!(
+        mock.requests("has_uncommitted_changes"),
+        2 + 1,
+        "one revalidation for the directory"
+    );
+    fs.releasedir(fh);
+
+    // A changed object is not vouched for by the old listing.
+    mock.put_object("repo", "main", "dir/f001", "changed").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    let f001 = entries.iter().find(|e| e.name == "f001").unwrap();
+    assert_eq!(fs.getattr(f001.ino).await.unwrap().ttl, Duration::ZERO);
+    assert_eq!(fs.lookup(dir, "f001").await.unwrap().attr.size, 7);
+}
+
+#[tokio::test]
+async fn uncommitted_changes_elsewhere_do_not_invalidate_a_listing() {
+    let (mock, fs) = large_committed_directory(25).await;
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    list(&fs, dir).await;
+    let pages = mock.requests("list_objects");
+    mock.put_object("repo", "main", "elsewhere/x", "y").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    assert_eq!(list(&fs, dir).await.len(), 25);
+    assert_eq!(mock.requests("list_objects"), pages);
+}
+
+#[tokio::test]
+async fn a_listing_taken_while_the_branch_was_dirty_is_listed_again_after_the_ttl() {
+    let (mock, fs) = large_committed_directory(25).await;
+    mock.put_object("repo", "main", "dir/staged", "y").unwrap();
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    assert_eq!(list(&fs, dir).await.len(), 26);
+    let pages = mock.requests("list_objects");
+    // Undo the staged change without moving the head: only a new listing can show it.
+    mock.delete_object("repo", "main", "dir/staged").unwrap();
+    tokio::time::sleep(config().metadata_ttl).await;
+    assert_eq!(list(&fs, dir).await.len(), 25);
+    assert!(mock.requests("list_objects") > pages);
+}
+
+#[tokio::test]
+async fn small_listings_make_no_extra_requests() {
+    let (mock, fs) = large_committed_directory(5).await;
+    let dir = walk(&fs, "dir").await.unwrap().attr.ino;
+    list(&fs, dir).await;
+    let (pages, heads) = (mock.requests("list_objects"), mock.requests("get_branch"));
+    tokio::time::sleep(config().metadata_ttl).await;
+    list(&fs, dir).await;
+    assert_eq!(mock.requests("has_uncommitted_changes"), 0);
+    assert_eq!(mock.requests("get_branch"), heads);
+    assert_eq!(mock.requests("list_objects"), pages + 1, "one page, listed again");
+}
+
 #[tokio::test]
 async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
     let mock = server();
@@ -227,7 +349,8 @@ async fn readdir_offsets_serve_one_snapshot_while_the_server_changes() {
         ["f3", "f4"]
     );
 
-    // Rewinding takes a new snapshot.
+    // Rewinding takes a new snapshot; the listing it comes from is trusted for the metadata TTL.
+    tokio::time::sleep(config().metadata_ttl).await;
     let mut fresh: Vec<DirEntry> = Vec::new();
     fs.readdir(InodeNo::ROOT, fh, 0, false, &mut fresh).await.unwrap();
     let names: Vec<_> = fresh.iter().map(|e| e.name.as_str()).collect();

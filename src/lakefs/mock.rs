@@ -701,6 +701,16 @@ impl LakeFs for MockLakeFs {
         Ok(())
     }
 
+    async fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> Result<bool> {
+        let state = self.enter("has_uncommitted_changes")?;
+        let repo = state.repo(repo)?;
+        let b = repo.branch(branch)?;
+        let head = repo.commit_tree(&b.head);
+        Ok(changed_paths(&head, &b.working)
+            .iter()
+            .any(|(path, _)| path.starts_with(prefix)))
+    }
+
     async fn diff_branch(&self, repo: &str, branch: &str, after: &str) -> Result<Page<DiffEntry>> {
         let state = self.enter("diff_branch")?;
         let repo = state.repo(repo)?;

@@ -276,6 +276,28 @@ pub trait LakeFs: Send + Sync + 'static {
         right: &str,
         after: &str,
     ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send;
+    /// Whether `branch` has any uncommitted change under `prefix` (`GET .../branches/{b}/diff?prefix=&amount=1`).
+    /// The default pages through [`LakeFs::diff_branch`]; clients override it with the one-entry request.
+    fn has_uncommitted_changes(
+        &self,
+        repo: &str,
+        branch: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async move {
+            let mut after = String::new();
+            loop {
+                let page = self.diff_branch(repo, branch, &after).await?;
+                if page.items.iter().any(|d| d.path.starts_with(prefix)) {
+                    return Ok(true);
+                }
+                match page.next_after {
+                    Some(next) if next > after => after = next,
+                    _ => return Ok(false),
+                }
+            }
+        }
+    }
     /// Commit a branch's uncommitted changes; `BadRequest` ("no changes") when there are none.
     fn commit_branch(
         &self,
@@ -374,6 +396,14 @@ impl<T: LakeFs> LakeFs for Arc<T> {
         after: &str,
     ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send {
         (**self).diff_branch(repo, branch, after)
+    }
+    fn has_uncommitted_changes(
+        &self,
+        repo: &str,
+        branch: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        (**self).has_uncommitted_changes(repo, branch, prefix)
     }
     fn diff_refs(
         &self,
@@ -541,6 +571,13 @@ impl LakeFs for RemoteLakeFs {
     async fn diff_branch(&self, repo: &str, branch: &str, after: &str) -> Result<Page<DiffEntry>> {
         self.retry
             .run("diff_branch", || self.rest.diff_branch(repo, branch, after))
+            .await
+    }
+    async fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> Result<bool> {
+        self.retry
+            .run("has_uncommitted_changes", || {
+                self.rest.has_uncommitted_changes(repo, branch, prefix)
+            })
             .await
     }
     async fn diff_refs(&self, repo: &str, left: &str, right: &str, after: &str) -> Result<Page<DiffEntry>> {

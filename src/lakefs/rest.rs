@@ -359,6 +359,15 @@ impl RestClient {
         page(response, DiffJson::into_entry)
     }
 
+    /// One entry of the branch's uncommitted changes under `prefix` is enough to know whether there are any.
+    pub async fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> Result<bool> {
+        let request = self
+            .request(Method::GET, &["repositories", repo, "branches", branch, "diff"])
+            .query(&[("prefix", prefix), ("amount", "1")]);
+        let response: ListResponse<DiffJson> = self.send_json(request).await?;
+        Ok(!page(response, DiffJson::into_entry)?.items.is_empty())
+    }
+
     pub async fn diff_refs(&self, repo: &str, left: &str, right: &str, after: &str) -> Result<Page<DiffEntry>> {
         let request = self
             .request(Method::GET, &["repositories", repo, "refs", left, "diff", right])

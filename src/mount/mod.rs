@@ -232,9 +232,15 @@ fn serve<L: LakeFs>(
         runtime.spawn(crate::metrics::serve(listener, gauges));
         tracing::info!(%address, "metrics on http://{address}/metrics");
     }
-    let adapter = FuseFilesystem::new(fs, runtime.handle().clone());
+    let adapter = FuseFilesystem::new(fs.clone(), runtime.handle().clone());
     let session = match fuser::Session::new(adapter, mountpoint, &fuse.to_fuser_config()) {
-        Ok(session) => session,
+        Ok(session) => {
+            match crate::fuse::NotifyStore::start(session.notifier()) {
+                Ok(store) => fs.set_kernel_page_cache(Arc::new(store)),
+                Err(err) => tracing::warn!(error = %err, "no page cache filling for random reads"),
+            }
+            session
+        }
         Err(err) => {
             let err = anyhow!("mounting at {}: {err}", mountpoint.display());
             on_mounted(Err(format!("{err:#}")));

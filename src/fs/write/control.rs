@@ -170,6 +170,7 @@ impl<L: LakeFs> Filesystem<L> {
         writer.finish_operation(outcome);
         // Whatever happened, the mount's view may have changed: drop cached misses.
         lock(&self.negative).clear();
+        self.listings.clear();
         result.map(|_| ())
     }
 
