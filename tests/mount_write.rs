@@ -325,3 +325,27 @@ fn large_files_upload_in_parts_and_the_staging_budget_is_enforced() {
     fs::remove_file(small.join("too-big.bin")).unwrap();
     fs::write(small.join("fits.bin"), vec![1u8; 1000]).unwrap();
 }
+
+#[test]
+fn mkdir_in_a_repository_creates_a_branch_and_rmdir_is_refused() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "f", "x");
+    server.commit("repo", "main", "initial");
+    let mount = Mount::start(&server, "lakefs://repo", "");
+    fs::create_dir(mount.join("dev")).unwrap();
+    assert!(server.has_branch("repo", "dev"));
+    assert!(run("ls", &[], mount.path()).lines().any(|l| l == "dev"));
+    assert_eq!(read(&mount.join("dev/f")), "x", "made from the default branch");
+    fs::write(mount.join("dev/new"), "n").unwrap();
+    control(&mount.join("dev"), "commit", "on the new branch").unwrap();
+    assert_eq!(server.get("repo", "dev", "new").as_deref(), Some(&b"n"[..]));
+    assert_eq!(server.get("repo", "main", "new"), None);
+
+    let errno = |result: std::io::Result<()>| result.unwrap_err().raw_os_error();
+    assert_eq!(errno(fs::create_dir(mount.join("dev"))), Some(libc::EEXIST));
+    assert_eq!(errno(fs::create_dir(mount.join("bad.name"))), Some(libc::EINVAL));
+    assert!(mount.log_text().contains("may contain only letters"), "the reason is logged");
+    assert_eq!(errno(fs::remove_dir(mount.join("dev"))), Some(libc::EPERM));
+    assert!(server.has_branch("repo", "dev"));
+}

@@ -119,6 +119,8 @@ pub struct FsConfig {
     /// restarted mount resumes its own.
     pub host: String,
     pub mountpoint: String,
+    /// Upload a file's full parts while it is still being written (`-o upload_eager`), not all of it on close.
+    pub upload_eager: bool,
 }
 
 impl Default for FsConfig {
@@ -143,6 +145,7 @@ impl Default for FsConfig {
             max_staging: 16 * 1024 * 1024 * 1024,
             host: crate::staging::host_name(),
             mountpoint: String::new(),
+            upload_eager: false,
         }
     }
 }

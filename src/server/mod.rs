@@ -51,6 +51,8 @@ pub struct ServerState {
     pub config: ServerConfig,
     /// Client for webhooks.
     pub http: reqwest::Client,
+    /// Running SHA-256 of in-progress multipart uploads (gateway).
+    pub(crate) multipart_hashes: gateway::multipart::RunningHashes,
 }
 
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
@@ -89,7 +91,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
     let http = reqwest::Client::builder().build()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(ServerState { store, config, http });
+    let state = Arc::new(ServerState {
+        store,
+        config,
+        http,
+        multipart_hashes: Default::default(),
+    });
     let app = axum::Router::new().fallback(dispatch).with_state(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
