@@ -7,7 +7,8 @@
 #   scripts/bench/write.sh [FILE_MIB] [SMALL_FILES]
 # defaults: one 1024 MiB file; 10000 files of 4 KiB.
 # Environment: EXTRA_FUSE_OPTS: -o options of a second lakefs-fuse column, "lakefs-fuse-x" (default upload_eager;
-# empty for none); OP_TIMEOUT bounds each job (seconds, default 600).
+# empty for none); OP_TIMEOUT bounds each job (seconds, default 600); TOOLS: the peers to run (default "s3fs rclone";
+# empty for lakefs-fuse only, e.g. for a quick A/B of two builds with LAKEFS_FUSE_BIN).
 #
 # What is timed (wall clock), for every tool alike:
 #   big:   `dd bs=1M conv=fsync` of a file already in the page cache into the mount, including close, and then
@@ -30,7 +31,8 @@ ep=http://127.0.0.1:$port
 export AWS_ACCESS_KEY_ID=AKIAIOSFOLQUICKSTART AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 export LAKECTL_SERVER_ENDPOINT_URL=$ep LAKECTL_CREDENTIALS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID \
   LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-tools=(lakefs-fuse s3fs rclone)
+read -r -a peers <<<"${TOOLS-s3fs rclone}"
+tools=(lakefs-fuse "${peers[@]}")
 [ -n "$extra" ] && tools+=(lakefs-fuse-x)
 server_pid=
 
@@ -209,9 +211,11 @@ sdk_secs=$(printf '%.2f' "$(elapsed "$start")")
 
 mibs() { [[ $1 == n/a ]] && echo n/a || printf '%.1f' "$(echo "$file_mib / $1" | bc -l)"; }
 ratio() { [[ $1 == n/a || $2 == n/a ]] && echo n/a || printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
-best_peer() { # ASSOC-NAME -> smallest peer time
+best_peer() { # ASSOC-NAME -> smallest peer time, or n/a
   local -n times=$1
-  printf '%s\n' "${times[s3fs]}" "${times[rclone]}" | grep -v n/a | sort -g | head -1
+  local p best
+  best=$(for p in "${peers[@]}"; do echo "${times[$p]}"; done | grep -v n/a | sort -g | head -1)
+  echo "${best:-n/a}"
 }
 bp_big=$(best_peer big)
 bp_small=$(best_peer smallt)

@@ -685,11 +685,8 @@ impl LakeFs for RemoteLakeFs {
     }
     async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[(u32, String)]) -> Result<ObjectInfo> {
         // A retry after a lost response would find the upload gone: one attempt.
-        self.once(
-            "complete_multipart",
-            self.gateway.complete_multipart(upload, parts),
-        )
-        .await?;
+        self.once("complete_multipart", self.gateway.complete_multipart(upload, parts))
+            .await?;
         self.stat_object(&upload.repo, &upload.branch, &upload.path).await
     }
     async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {

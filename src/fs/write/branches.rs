@@ -26,7 +26,10 @@ pub(crate) fn invalid_branch_reason(name: &str) -> Option<&'static str> {
     if first == b'-' {
         return Some("a branch name cannot start with '-'");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Some("a branch name may contain only letters, digits, '_' and '-'");
     }
     if name.starts_with(STAGING_BRANCH_PREFIX) {
@@ -67,9 +70,7 @@ impl<L: LakeFs> Filesystem<L> {
         match self.client.create_branch_from(repo, name, &source, false).await {
             Ok(()) => {}
             Err(LakeFsError::Conflict(why)) => {
-                return Err(FsError::exists(format!(
-                    "{name} already names a ref in {repo}: {why}"
-                )))
+                return Err(FsError::exists(format!("{name} already names a ref in {repo}: {why}")))
             }
             Err(err) => return Err(FsError::lakefs(format!("creating branch {name} in {repo}"), err)),
         }
@@ -110,7 +111,18 @@ mod tests {
         for good in ["dev", "feature-1", "_private", "A_b-9", "0"] {
             assert_eq!(invalid_branch_reason(good), None, "{good}");
         }
-        for bad in ["", "-x", "a.b", "a/b", "a~1", "a^", "a@", "a b", "é", "_fuse-main-1234abcd"] {
+        for bad in [
+            "",
+            "-x",
+            "a.b",
+            "a/b",
+            "a~1",
+            "a^",
+            "a@",
+            "a b",
+            "é",
+            "_fuse-main-1234abcd",
+        ] {
             assert!(invalid_branch_reason(bad).is_some(), "{bad:?}");
         }
     }

@@ -69,13 +69,7 @@ impl EagerUpload {
 impl<L: LakeFs> Filesystem<L> {
     /// After `len` bytes were written at `offset` to staged file `id`: spoil the eager upload if the write touched
     /// bytes already sent, else start the upload or its next parts.
-    pub(crate) async fn eager_progress(
-        &self,
-        writer: &BranchWriter,
-        id: u64,
-        local: &Arc<LocalFile>,
-        offset: u64,
-    ) {
+    pub(crate) async fn eager_progress(&self, writer: &BranchWriter, id: u64, local: &Arc<LocalFile>, offset: u64) {
         if !self.config.upload_eager {
             return;
         }
@@ -95,7 +89,10 @@ impl<L: LakeFs> Filesystem<L> {
             };
             if spoiled {
                 if let EagerState::Running(eager) = std::mem::replace(&mut file.eager, EagerState::Off) {
-                    tracing::debug!(key = file.key, "eager upload spoiled by a rewrite; the file goes whole on close");
+                    tracing::debug!(
+                        key = file.key,
+                        "eager upload spoiled by a rewrite; the file goes whole on close"
+                    );
                     self.abort_eager(eager);
                 }
                 return;
@@ -117,9 +114,7 @@ impl<L: LakeFs> Filesystem<L> {
             self.ensure_staging_branch(writer)
                 .await
                 .map_err(|e| LakeFsError::Protocol(e.to_string()))?;
-            self.client
-                .create_multipart(&writer.repo, &writer.staging, &key)
-                .await
+            self.client.create_multipart(&writer.repo, &writer.staging, &key).await
         }
         .await;
         let mut state = writer.state();
@@ -235,11 +230,14 @@ impl<L: LakeFs> Filesystem<L> {
     async fn complete_eager(&self, eager: EagerUpload, local: &Arc<LocalFile>) -> Result<ObjectInfo, LakeFsError> {
         let size = local.size();
         let first_rest = eager.parts.len() as u64 + 1;
-        let rest = (eager.sent..size).step_by(EAGER_PART_SIZE as usize).enumerate().map(|(i, start)| {
-            let number = u32::try_from(first_rest + i as u64)
-                .map_err(|_| LakeFsError::BadRequest("too many parts".into()));
-            (number, start..(start + EAGER_PART_SIZE).min(size))
-        });
+        let rest = (eager.sent..size)
+            .step_by(EAGER_PART_SIZE as usize)
+            .enumerate()
+            .map(|(i, start)| {
+                let number =
+                    u32::try_from(first_rest + i as u64).map_err(|_| LakeFsError::BadRequest("too many parts".into()));
+                (number, start..(start + EAGER_PART_SIZE).min(size))
+            });
         let mut parts = Vec::new();
         for task in eager.parts {
             let part = task

@@ -722,7 +722,11 @@ async fn mkdir_in_a_repository_creates_a_branch_and_rmdir_of_a_branch_is_refused
 
     let entry = h.fs.mkdir(repo, "feature-1").await.unwrap();
     assert_eq!(entry.attr.kind, FileKind::Directory);
-    assert_eq!(mock.is_hidden_branch("repo", "feature-1"), Some(false), "a listed branch");
+    assert_eq!(
+        mock.is_hidden_branch("repo", "feature-1"),
+        Some(false),
+        "a listed branch"
+    );
     assert_eq!(
         mock.snapshot("repo", "feature-1").unwrap().keys().collect::<Vec<_>>(),
         ["data.csv"],
@@ -746,7 +750,10 @@ async fn mkdir_in_a_repository_creates_a_branch_and_rmdir_of_a_branch_is_refused
     assert_eq!(mock.is_hidden_branch("repo", "feature-1"), Some(false), "still there");
 
     let root = h.walk("").await.unwrap().attr.ino;
-    assert!(h.fs.mkdir(root, "newrepo").await.is_err(), "repositories are not made by mkdir");
+    assert!(
+        h.fs.mkdir(root, "newrepo").await.is_err(),
+        "repositories are not made by mkdir"
+    );
 }
 
 #[tokio::test]
@@ -840,9 +847,14 @@ async fn upload_eager_falls_back_to_a_whole_upload_when_sent_bytes_change() {
 
     // A truncation below the bytes sent spoils it as well, even when the file grows back past them.
     let entry = h.walk("f").await.unwrap();
-    let opened = h
-        .fs
-        .open(entry.attr.ino, OpenMode { write: true, truncate: false })
+    let opened =
+        h.fs.open(
+            entry.attr.ino,
+            OpenMode {
+                write: true,
+                truncate: false,
+            },
+        )
         .await
         .unwrap();
     let more = vec![9u8; (EAGER_PART_SIZE / 2) as usize];
@@ -851,7 +863,15 @@ async fn upload_eager_falls_back_to_a_whole_upload_when_sent_bytes_change() {
     settle().await;
     let parts = h.mock.requests("upload_part");
     assert!(parts > 2, "a new eager upload started");
-    h.fs.setattr(entry.attr.ino, SetAttr { size: Some(5), ..SetAttr::default() }).await.unwrap();
+    h.fs.setattr(
+        entry.attr.ino,
+        SetAttr {
+            size: Some(5),
+            ..SetAttr::default()
+        },
+    )
+    .await
+    .unwrap();
     let tail = vec![1u8; (EAGER_PART_SIZE * 3) as usize];
     h.fs.write(opened.fh, EAGER_PART_SIZE * 3, &tail).await.unwrap();
     h.fs.flush(opened.fh).await.unwrap();
@@ -860,7 +880,10 @@ async fn upload_eager_falls_back_to_a_whole_upload_when_sent_bytes_change() {
     let mut expected = data[..5].to_vec();
     expected.resize((EAGER_PART_SIZE * 3) as usize, 0);
     expected.extend_from_slice(&tail);
-    assert_eq!(h.mock.snapshot("repo", &h.staging()).unwrap()["f"].as_ref(), &expected[..]);
+    assert_eq!(
+        h.mock.snapshot("repo", &h.staging()).unwrap()["f"].as_ref(),
+        &expected[..]
+    );
     assert_eq!(h.mock.requests("complete_multipart"), 0);
     assert_eq!(h.mock.open_multipart_uploads(), 0);
 }
