@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lakefs::{
-    CommitInfo, CommitRequest, DiffEntry, LakeFs, ListEntry, ListRequest, MergeStrategy, ObjectBytes, ObjectInfo, Page,
-    RefInfo, Repository, Result,
+    CommitInfo, CommitRequest, DiffEntry, LakeFs, ListEntry, ListRequest, MergeStrategy, MultipartUpload, ObjectBytes,
+    ObjectInfo, Page, RefInfo, Repository, Result,
 };
 
 /// Count, errors and total latency of one operation.
@@ -75,7 +75,7 @@ const FUSE_OPS: [&str; 25] = [
     "other",
 ];
 
-const LAKEFS_OPS: [&str; 18] = [
+const LAKEFS_OPS: [&str; 23] = [
     "list_repositories",
     "get_repository",
     "list_branches",
@@ -94,6 +94,11 @@ const LAKEFS_OPS: [&str; 18] = [
     "upload_file",
     "remove_object",
     "copy_object",
+    "has_uncommitted_changes",
+    "create_multipart",
+    "upload_part",
+    "complete_multipart",
+    "abort_multipart",
 ];
 
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialise the arrays below
@@ -370,6 +375,30 @@ impl<L: LakeFs> LakeFs for MeteredLakeFs<L> {
             self.inner.copy_object(repo, branch, source_ref, source_path, dest_path),
         )
         .await
+    }
+    async fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> Result<bool> {
+        metered(18, self.inner.has_uncommitted_changes(repo, branch, prefix)).await
+    }
+    async fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> Result<String> {
+        metered(19, self.inner.create_multipart(repo, branch, path)).await
+    }
+    async fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> Result<String> {
+        let size = range.end.saturating_sub(range.start);
+        let etag = metered(20, self.inner.upload_part(upload, number, file, range)).await?;
+        BYTES_UP.fetch_add(size, Ordering::Relaxed);
+        Ok(etag)
+    }
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[(u32, String)]) -> Result<ObjectInfo> {
+        metered(21, self.inner.complete_multipart(upload, parts)).await
+    }
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        metered(22, self.inner.abort_multipart(upload)).await
     }
 }
 

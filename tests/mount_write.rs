@@ -363,3 +363,64 @@ fn fifos_device_nodes_and_directory_modes_through_the_kernel() {
         .file_type()
         .is_char_device());
 }
+
+#[test]
+fn mkdir_in_a_repository_creates_a_branch_and_rmdir_is_refused() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "f", "x");
+    server.commit("repo", "main", "initial");
+    let mount = Mount::start(&server, "lakefs://repo", "");
+    fs::create_dir(mount.join("dev")).unwrap();
+    assert!(server.has_branch("repo", "dev"));
+    assert!(run("ls", &[], mount.path()).lines().any(|l| l == "dev"));
+    assert_eq!(read(&mount.join("dev/f")), "x", "made from the default branch");
+    fs::write(mount.join("dev/new"), "n").unwrap();
+    control(&mount.join("dev"), "commit", "on the new branch").unwrap();
+    assert_eq!(server.get("repo", "dev", "new").as_deref(), Some(&b"n"[..]));
+    assert_eq!(server.get("repo", "main", "new"), None);
+
+    let errno = |result: std::io::Result<()>| result.unwrap_err().raw_os_error();
+    assert_eq!(errno(fs::create_dir(mount.join("dev"))), Some(libc::EEXIST));
+    assert_eq!(errno(fs::create_dir(mount.join("bad.name"))), Some(libc::EINVAL));
+    assert!(
+        mount.log_text().contains("may contain only letters"),
+        "the reason is logged"
+    );
+    assert_eq!(errno(fs::remove_dir(mount.join("dev"))), Some(libc::EPERM));
+    assert!(server.has_branch("repo", "dev"));
+}
+
+#[test]
+fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "seed", "s");
+    server.commit("repo", "main", "initial");
+    let mount = Mount::start(&server, "lakefs://repo/main", "upload_eager");
+    let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 253) as u8).collect();
+    {
+        let mut file = fs::File::create(mount.join("sequential.bin")).unwrap();
+        for chunk in data.chunks(1 << 20) {
+            file.write_all(chunk).unwrap();
+        }
+    }
+    let mut rewritten = data.clone();
+    {
+        let mut file = fs::File::create(mount.join("rewritten.bin")).unwrap();
+        for chunk in data.chunks(1 << 20) {
+            file.write_all(chunk).unwrap();
+        }
+        file.write_all_at(b"changed", 100).unwrap();
+        rewritten[100..107].copy_from_slice(b"changed");
+    }
+    let staging = read(&mount.join(".lakefs/staging")).trim().to_string();
+    assert!(server.get("repo", &staging, "sequential.bin").unwrap() == data);
+    assert!(server.get("repo", &staging, "rewritten.bin").unwrap() == rewritten);
+    assert!(
+        mount.log_text().contains("eager upload spoiled"),
+        "the rewrite fell back to a whole upload"
+    );
+    control(mount.path(), "commit", "eager").unwrap();
+    assert!(server.get("repo", "main", "sequential.bin").unwrap() == data);
+}

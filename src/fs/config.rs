@@ -121,6 +121,8 @@ pub struct FsConfig {
     pub mountpoint: String,
     /// The lakeFS API endpoint, for `.lakefs/status.json` only.
     pub endpoint: String,
+    /// Upload a file's full parts while it is still being written (`-o upload_eager`), not all of it on close.
+    pub upload_eager: bool,
 }
 
 impl Default for FsConfig {
@@ -146,6 +148,7 @@ impl Default for FsConfig {
             host: crate::staging::host_name(),
             mountpoint: String::new(),
             endpoint: String::new(),
+            upload_eager: false,
         }
     }
 }

@@ -43,8 +43,8 @@ use rand::{Rng, SeedableRng};
 
 use super::retry::RetryPolicy;
 use super::{
-    CommitInfo, CommitRequest, DiffEntry, LakeFs, LakeFsError, ListEntry, ListRequest, MergeStrategy, ObjectBytes,
-    ObjectInfo, Page, RefInfo, Repository, Result,
+    CommitInfo, CommitRequest, DiffEntry, LakeFs, LakeFsError, ListEntry, ListRequest, MergeStrategy, MultipartUpload,
+    ObjectBytes, ObjectInfo, Page, RefInfo, Repository, Result,
 };
 
 /// A malformed fault spec.
@@ -476,6 +476,46 @@ impl<L: LakeFs> LakeFs for FaultyLakeFs<L> {
     }
     async fn remove_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
         self.idempotent("remove_object", || self.inner.remove_object(repo, branch, path), None)
+            .await
+    }
+    async fn has_uncommitted_changes(&self, repo: &str, branch: &str, prefix: &str) -> Result<bool> {
+        self.idempotent(
+            "has_uncommitted_changes",
+            || self.inner.has_uncommitted_changes(repo, branch, prefix),
+            None,
+        )
+        .await
+    }
+    async fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> Result<String> {
+        // A new upload id per attempt: a lost answer only leaves an unused upload behind.
+        self.idempotent(
+            "create_multipart",
+            || self.inner.create_multipart(repo, branch, path),
+            None,
+        )
+        .await
+    }
+    async fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> Result<String> {
+        self.idempotent(
+            "upload_part",
+            || self.inner.upload_part(upload, number, file, range.clone()),
+            None,
+        )
+        .await
+    }
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[(u32, String)]) -> Result<ObjectInfo> {
+        // Like commit: once, as a retry after a lost answer would find the upload gone.
+        self.attempt("complete_multipart", self.inner.complete_multipart(upload, parts), None)
+            .await
+    }
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        self.idempotent("abort_multipart", || self.inner.abort_multipart(upload), None)
             .await
     }
     async fn copy_object(

@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
-use super::{ClientConfig, LakeFsError, ObjectBytes, Result};
+use super::{ClientConfig, LakeFsError, MultipartUpload, ObjectBytes, Result};
 
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
@@ -100,7 +100,8 @@ impl GatewayClient {
 
     /// Upload local `file` to `path` on `branch`: one PUT up to [`MULTIPART_THRESHOLD`], above it a multipart
     /// upload with [`PART_SIZE`] parts, [`PARTS_IN_FLIGHT`] at a time. A failed multipart upload is aborted.
-    pub async fn put_file(&self, repo: &str, branch: &str, path: &str, file: &Path) -> Result<()> {
+    /// Returns the size sent and the object's ETag (unquoted).
+    pub async fn put_file(&self, repo: &str, branch: &str, path: &str, file: &Path) -> Result<(u64, String)> {
         let key = format!("{branch}/{path}");
         let size = tokio::fs::metadata(file)
             .await
@@ -110,7 +111,8 @@ impl GatewayClient {
             let body = ByteStream::from_path(file)
                 .await
                 .map_err(|e| LakeFsError::Transport(format!("reading {}: {e}", file.display())))?;
-            self.s3
+            let put = self
+                .s3
                 .put_object()
                 .bucket(repo)
                 .key(&key)
@@ -118,7 +120,7 @@ impl GatewayClient {
                 .send()
                 .await
                 .map_err(classify)?;
-            return Ok(());
+            return Ok((size, put.e_tag().unwrap_or_default().trim_matches('"').to_string()));
         }
         let upload = self
             .s3
@@ -135,7 +137,8 @@ impl GatewayClient {
         match self.put_parts(repo, &key, &upload_id, file, size).await {
             Ok(parts) => {
                 let completed = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
-                self.s3
+                let done = self
+                    .s3
                     .complete_multipart_upload()
                     .bucket(repo)
                     .key(&key)
@@ -144,7 +147,7 @@ impl GatewayClient {
                     .send()
                     .await
                     .map_err(classify)?;
-                Ok(())
+                Ok((size, done.e_tag().unwrap_or_default().trim_matches('"').to_string()))
             }
             Err(err) => {
                 let abort = self
@@ -161,6 +164,86 @@ impl GatewayClient {
                 Err(err)
             }
         }
+    }
+
+    /// Start a multipart upload of `path` on `branch`; the upload id.
+    pub async fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> Result<String> {
+        let upload = self
+            .s3
+            .create_multipart_upload()
+            .bucket(repo)
+            .key(format!("{branch}/{path}"))
+            .send()
+            .await
+            .map_err(classify)?;
+        upload
+            .upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| LakeFsError::Protocol("multipart upload without an upload id".into()))
+    }
+
+    /// Upload bytes `range` of `file` as part `number`; the part's ETag.
+    pub async fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &Path,
+        range: Range<u64>,
+    ) -> Result<String> {
+        let number = i32::try_from(number).map_err(|_| LakeFsError::BadRequest(format!("part number {number}")))?;
+        let body = ByteStream::read_from()
+            .path(file)
+            .offset(range.start)
+            .length(aws_smithy_types::byte_stream::Length::Exact(range.end - range.start))
+            .build()
+            .await
+            .map_err(|e| LakeFsError::Transport(format!("reading {}: {e}", file.display())))?;
+        let part = self
+            .s3
+            .upload_part()
+            .bucket(&upload.repo)
+            .key(format!("{}/{}", upload.branch, upload.path))
+            .upload_id(&upload.upload_id)
+            .part_number(number)
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(part.e_tag().unwrap_or_default().to_string())
+    }
+
+    pub async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[(u32, String)]) -> Result<()> {
+        let parts = parts
+            .iter()
+            .map(|(number, etag)| {
+                CompletedPart::builder()
+                    .part_number(i32::try_from(*number).unwrap_or(i32::MAX))
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&upload.repo)
+            .key(format!("{}/{}", upload.branch, upload.path))
+            .upload_id(&upload.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        self.s3
+            .abort_multipart_upload()
+            .bucket(&upload.repo)
+            .key(format!("{}/{}", upload.branch, upload.path))
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     async fn put_parts(

@@ -73,6 +73,9 @@ struct MockState {
     failures: BTreeMap<String, (LakeFsError, u32)>,
     /// Raw listing pages served verbatim, per (repository, ref, prefix): a misbehaving server.
     scripted_listings: BTreeMap<(String, String, String), std::collections::VecDeque<Page<ListEntry>>>,
+    /// Multipart uploads in progress: target and parts by number.
+    multipart: BTreeMap<String, (super::MultipartUpload, BTreeMap<u32, Bytes>)>,
+    next_upload: u64,
 }
 
 impl std::fmt::Debug for MockState {
@@ -323,6 +326,11 @@ impl MockLakeFs {
     /// Object bytes returned by ranged reads so far.
     pub fn bytes_served(&self) -> u64 {
         self.lock().bytes_served
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn open_multipart_uploads(&self) -> usize {
+        self.lock().multipart.len()
     }
 
     /// Requests served for every operation so far.
@@ -870,6 +878,69 @@ impl LakeFs for MockLakeFs {
         drop(self.enter("upload_file")?);
         let data = std::fs::read(file).map_err(|e| LakeFsError::Transport(format!("{}: {e}", file.display())))?;
         self.put_object_with_metadata(repo, branch, path, data, metadata.clone())
+    }
+
+    async fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> Result<String> {
+        let mut state = self.enter("create_multipart")?;
+        state.repo(repo)?.branch(branch)?;
+        state.next_upload += 1;
+        let upload_id = format!("upload-{}", state.next_upload);
+        let upload = super::MultipartUpload {
+            repo: repo.to_string(),
+            branch: branch.to_string(),
+            path: path.to_string(),
+            upload_id: upload_id.clone(),
+        };
+        state.multipart.insert(upload_id.clone(), (upload, BTreeMap::new()));
+        Ok(upload_id)
+    }
+
+    async fn upload_part(
+        &self,
+        upload: &super::MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> Result<String> {
+        drop(self.enter("upload_part")?);
+        let data = std::fs::read(file).map_err(|e| LakeFsError::Transport(format!("{}: {e}", file.display())))?;
+        let part = usize::try_from(range.start)
+            .ok()
+            .zip(usize::try_from(range.end).ok())
+            .and_then(|(start, end)| data.get(start..end))
+            .ok_or_else(|| LakeFsError::Transport(format!("{}: range {range:?} beyond the file", file.display())))?;
+        let part = Bytes::copy_from_slice(part);
+        let etag = hex::encode(Md5::digest(&part));
+        let mut state = self.lock();
+        let (_, parts) = state
+            .multipart
+            .get_mut(&upload.upload_id)
+            .ok_or_else(|| LakeFsError::NotFound("no such upload".into()))?;
+        parts.insert(number, part);
+        Ok(etag)
+    }
+
+    async fn complete_multipart(&self, upload: &super::MultipartUpload, parts: &[(u32, String)]) -> Result<ObjectInfo> {
+        let mut state = self.enter("complete_multipart")?;
+        let (target, mut stored) = state
+            .multipart
+            .remove(&upload.upload_id)
+            .ok_or_else(|| LakeFsError::NotFound("no such upload".into()))?;
+        let mut data = Vec::new();
+        for (number, etag) in parts {
+            let part = stored
+                .remove(number)
+                .filter(|p| hex::encode(Md5::digest(p)) == *etag)
+                .ok_or_else(|| LakeFsError::BadRequest(format!("part {number} missing or changed")))?;
+            data.extend_from_slice(&part);
+        }
+        drop(state);
+        self.put_object(&target.repo, &target.branch, &target.path, data)
+    }
+
+    async fn abort_multipart(&self, upload: &super::MultipartUpload) -> Result<()> {
+        self.enter("abort_multipart")?.multipart.remove(&upload.upload_id);
+        Ok(())
     }
 
     async fn remove_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {

@@ -277,27 +277,12 @@ pub trait LakeFs: Send + Sync + 'static {
         after: &str,
     ) -> impl Future<Output = Result<Page<DiffEntry>>> + Send;
     /// Whether `branch` has any uncommitted change under `prefix` (`GET .../branches/{b}/diff?prefix=&amount=1`).
-    /// The default pages through [`LakeFs::diff_branch`]; clients override it with the one-entry request.
     fn has_uncommitted_changes(
         &self,
         repo: &str,
         branch: &str,
         prefix: &str,
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async move {
-            let mut after = String::new();
-            loop {
-                let page = self.diff_branch(repo, branch, &after).await?;
-                if page.items.iter().any(|d| d.path.starts_with(prefix)) {
-                    return Ok(true);
-                }
-                match page.next_after {
-                    Some(next) if next > after => after = next,
-                    _ => return Ok(false),
-                }
-            }
-        }
-    }
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Commit a branch's uncommitted changes; `BadRequest` ("no changes") when there are none.
     fn commit_branch(
         &self,
@@ -328,6 +313,25 @@ pub trait LakeFs: Send + Sync + 'static {
         file: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<ObjectInfo>> + Send;
+    /// Start a multipart upload of `path` on `branch`, for a file uploaded while it is still being written
+    /// (`-o upload_eager`). Returns the upload id.
+    fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<String>> + Send;
+    /// Upload bytes `range` of local `file` as part `number` (from 1) of `upload`; returns the part's ETag.
+    fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Complete `upload` from `parts` (number, ETag) in order; the object's stats.
+    fn complete_multipart(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[(u32, String)],
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send;
+    /// Abandon `upload` and its parts.
+    fn abort_multipart(&self, upload: &MultipartUpload) -> impl Future<Output = Result<()>> + Send;
     /// Stage the deletion of `path` on `branch`; a missing path is not an error.
     fn remove_object(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<()>> + Send;
     /// Server-side copy of `source_ref:source_path` to `dest_path` on branch `branch`.
@@ -445,6 +449,28 @@ impl<T: LakeFs> LakeFs for Arc<T> {
     ) -> impl Future<Output = Result<ObjectInfo>> + Send {
         (**self).upload_file(repo, branch, path, file, metadata)
     }
+    fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<String>> + Send {
+        (**self).create_multipart(repo, branch, path)
+    }
+    fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> impl Future<Output = Result<String>> + Send {
+        (**self).upload_part(upload, number, file, range)
+    }
+    fn complete_multipart(
+        &self,
+        upload: &MultipartUpload,
+        parts: &[(u32, String)],
+    ) -> impl Future<Output = Result<ObjectInfo>> + Send {
+        (**self).complete_multipart(upload, parts)
+    }
+    fn abort_multipart(&self, upload: &MultipartUpload) -> impl Future<Output = Result<()>> + Send {
+        (**self).abort_multipart(upload)
+    }
     fn remove_object(&self, repo: &str, branch: &str, path: &str) -> impl Future<Output = Result<()>> + Send {
         (**self).remove_object(repo, branch, path)
     }
@@ -458,6 +484,15 @@ impl<T: LakeFs> LakeFs for Arc<T> {
     ) -> impl Future<Output = Result<ObjectInfo>> + Send {
         (**self).copy_object(repo, branch, source_ref, source_path, dest_path)
     }
+}
+
+/// A multipart upload in progress: where it goes and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub repo: String,
+    pub branch: String,
+    pub path: String,
+    pub upload_id: String,
 }
 
 /// Connection settings shared by the REST and gateway clients.
@@ -625,10 +660,27 @@ impl LakeFs for RemoteLakeFs {
             .len();
         let retry = self.retry.for_transfer(size);
         if metadata.is_empty() {
-            // Data goes through the gateway (multipart when large); the stats come from the REST API.
-            retry
+            // Data goes through the gateway (multipart when large). The stats follow from the response: the
+            // checksum is the ETag without a multipart `-N` (lakeFS's convention), saving a stat per file.
+            let (size, etag) = retry
                 .run("put_object", || self.gateway.put_file(repo, branch, path, file))
                 .await?;
+            if !etag.is_empty() {
+                let checksum = match etag.rsplit_once('-') {
+                    Some((hex, parts)) if parts.bytes().all(|b| b.is_ascii_digit()) => hex.to_string(),
+                    _ => etag,
+                };
+                let mtime = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                return Ok(ObjectInfo {
+                    path: path.to_string(),
+                    size,
+                    mtime,
+                    checksum,
+                    metadata: BTreeMap::new(),
+                });
+            }
         } else {
             // Reserved `::lakefs::` keys can only be set through the REST upload's `x-lakefs-internal-*` headers.
             retry
@@ -638,6 +690,35 @@ impl LakeFs for RemoteLakeFs {
                 .await?;
         }
         self.stat_object(repo, branch, path).await
+    }
+    async fn create_multipart(&self, repo: &str, branch: &str, path: &str) -> Result<String> {
+        self.retry
+            .run("create_multipart", || self.gateway.create_multipart(repo, branch, path))
+            .await
+    }
+    async fn upload_part(
+        &self,
+        upload: &MultipartUpload,
+        number: u32,
+        file: &std::path::Path,
+        range: Range<u64>,
+    ) -> Result<String> {
+        self.retry
+            .run("upload_part", || {
+                self.gateway.upload_part(upload, number, file, range.clone())
+            })
+            .await
+    }
+    async fn complete_multipart(&self, upload: &MultipartUpload, parts: &[(u32, String)]) -> Result<ObjectInfo> {
+        // A retry after a lost response would find the upload gone: one attempt.
+        self.once("complete_multipart", self.gateway.complete_multipart(upload, parts))
+            .await?;
+        self.stat_object(&upload.repo, &upload.branch, &upload.path).await
+    }
+    async fn abort_multipart(&self, upload: &MultipartUpload) -> Result<()> {
+        self.retry
+            .run("abort_multipart", || self.gateway.abort_multipart(upload))
+            .await
     }
     async fn remove_object(&self, repo: &str, branch: &str, path: &str) -> Result<()> {
         self.retry

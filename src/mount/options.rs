@@ -51,6 +51,8 @@ pub struct MountOptions {
     pub max_staging: Option<u64>,
     pub threads: Option<usize>,
     pub read_only: bool,
+    /// Upload full parts of a file while it is written (DESIGN §3).
+    pub upload_eager: bool,
     pub allow_other: bool,
     pub debug: bool,
     /// Where a daemonized mount logs (appended); without it, a daemon logs to syslog.
@@ -204,6 +206,7 @@ impl MountOptions {
                 "max_staging" => self.max_staging = Some(parse_size(&need()?).map_err(invalid)?),
                 "threads" => self.threads = Some(need()?.parse().map_err(|_| invalid("not a number".into()))?),
                 "read_only" | "ro" => self.read_only = true,
+                "upload_eager" => self.upload_eager = true,
                 "allow_other" => self.allow_other = true,
                 "debug" => self.debug = true,
                 "log_file" => self.log_file = Some(PathBuf::from(need()?)),
@@ -378,6 +381,9 @@ mod tests {
         assert_eq!(options.metadata_ttl, Some(Duration::from_millis(500)));
         assert_eq!(options.max_memory, Some(1 << 30));
         assert!(options.read_only && options.allow_other && !options.debug);
+        assert!(!options.upload_eager);
+        options.apply_o("upload_eager").unwrap();
+        assert!(options.upload_eager);
         assert_eq!(options.apply_o("bogus=1"), Err(OptionsError::Unknown("bogus=1".into())));
         assert!(matches!(options.apply_o("uid=abc"), Err(OptionsError::Invalid { .. })));
         assert!(matches!(options.apply_o("endpoint"), Err(OptionsError::Invalid { .. })));

@@ -61,6 +61,8 @@ pub struct ServerState {
     pub http: reqwest::Client,
     /// The fault mode's plan, when on.
     pub faults: Option<FaultPlan>,
+    /// Running SHA-256 of in-progress multipart uploads (gateway).
+    pub(crate) multipart_hashes: gateway::multipart::RunningHashes,
 }
 
 /// A running server; dropping it does not stop it, call [`ServerHandle::shutdown`].
@@ -111,6 +113,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<ServerHandle> {
         config,
         http,
         faults,
+        multipart_hashes: Default::default(),
     });
     let app = axum::Router::new()
         .fallback(dispatch)

@@ -12,7 +12,7 @@
 //!   mount restarted on the same host and mountpoint finds the staging branch it left and resumes it.
 //!
 //! Crash safety: every `close` that returned 0 has uploaded its file. For the rest - files open for writing, or
-//! whose upload failed - a small journal (`journal.json`, rewritten temp-then-rename and fsynced) names each local
+//! whose upload failed - a small journal (`journal.json`, rewritten temp-then-rename) names each local
 //! file with its repository, staging branch, key and metadata. A mount restarted after a crash keeps the journalled
 //! files, and the filesystem uploads them when it loads the branch's staging state ([`StagingDir::take_recovered`]).
 //! Files the journal does not name are leftovers and are removed when the directory opens.
@@ -209,6 +209,7 @@ impl StagingDir {
                             path,
                             file,
                             size: AtomicU64::new(size),
+                            shrunk_to: AtomicU64::new(u64::MAX),
                         },
                     ));
                 }
@@ -238,7 +239,12 @@ impl StagingDir {
         }
     }
 
-    /// Rewrite the journal: temp file, fsync, rename, so a crash leaves the old or the new version.
+    /// Rewrite the journal: temp file, rename, so a crash of the mount leaves the old or the new version.
+    ///
+    /// Not fsynced: the journal guards against the mount process dying (kill -9, a crash), after which the page
+    /// cache still holds it. What must survive the machine going down is only what `close` or `fsync` returned
+    /// 0 for, and that is on the staging branch already (the server made it durable). An fsync here would cost
+    /// two disk flushes per file opened for writing, the bulk of creating many small files.
     fn persist(&self, journal: &BTreeMap<String, PendingUpload>) -> Result<(), StagingError> {
         let path = self.dir.join(JOURNAL);
         let temp = self.dir.join(format!("{JOURNAL}.tmp"));
@@ -250,9 +256,7 @@ impl StagingDir {
                 .truncate(true)
                 .open(&temp)?;
             io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            std::fs::rename(&temp, &path)
         };
         write().map_err(|e| StagingError::io(&path, e))
     }
@@ -288,6 +292,7 @@ impl StagingDir {
             path,
             file,
             size: AtomicU64::new(0),
+            shrunk_to: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -329,6 +334,9 @@ pub struct LocalFile {
     path: PathBuf,
     file: File,
     size: AtomicU64,
+    /// Smallest length a truncation set since [`Self::reset_shrink_mark`] (`u64::MAX`: none), so that an upload of
+    /// the file in parts can tell whether bytes it already sent were cut off.
+    shrunk_to: AtomicU64,
 }
 
 impl LocalFile {
@@ -343,7 +351,8 @@ impl LocalFile {
     /// Write `data` at `offset`, growing the file (and the budget) as needed.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StagingError> {
         let end = offset.saturating_add(data.len() as u64);
-        self.grow_to(end)?;
+        // A non-empty write extends the file itself: no separate `ftruncate` per appending write.
+        self.grow_to(end, data.is_empty())?;
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StagingError::io(&self.path, e))
@@ -376,15 +385,18 @@ impl LocalFile {
     pub fn set_len(&self, len: u64) -> Result<(), StagingError> {
         let old = self.size();
         if len > old {
-            self.grow_to(len)?;
+            self.grow_to(len, true)?;
         } else if len < old {
             self.staging.release(old - len);
             self.size.store(len, Ordering::SeqCst);
+            self.shrunk_to.fetch_min(len, Ordering::SeqCst);
         }
         self.file.set_len(len).map_err(|e| StagingError::io(&self.path, e))
     }
 
-    fn grow_to(&self, end: u64) -> Result<(), StagingError> {
+    /// Account for the file growing to `end` bytes; `set_len`: also extend the file on disk (else the caller's
+    /// write does).
+    fn grow_to(&self, end: u64, set_len: bool) -> Result<(), StagingError> {
         loop {
             let old = self.size();
             if end <= old {
@@ -396,10 +408,22 @@ impl LocalFile {
                 .compare_exchange(old, end, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
+                if !set_len {
+                    return Ok(());
+                }
                 return self.file.set_len(end).map_err(|e| StagingError::io(&self.path, e));
             }
             self.staging.release(end - old);
         }
+    }
+
+    /// The smallest length the file was truncated to since the last [`Self::reset_shrink_mark`], if any.
+    pub fn shrunk_to(&self) -> Option<u64> {
+        Some(self.shrunk_to.load(Ordering::SeqCst)).filter(|&len| len != u64::MAX)
+    }
+
+    pub fn reset_shrink_mark(&self) {
+        self.shrunk_to.store(u64::MAX, Ordering::SeqCst);
     }
 
     pub fn sync(&self) -> Result<(), StagingError> {

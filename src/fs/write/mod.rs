@@ -74,6 +74,8 @@ pub(crate) struct StagedFile {
     pub remote: Option<ObjectInfo>,
     /// Open handles; a file is dropped at commit/discard only when none is left.
     pub handles: u32,
+    /// Its upload in parts while it is written (`-o upload_eager`).
+    pub eager: eager::EagerState,
 }
 
 impl StagedFile {
@@ -465,6 +467,7 @@ impl<L: LakeFs> Filesystem<L> {
                                     generation: 0,
                                     remote: None,
                                     handles: 0,
+                                    eager: eager::EagerState::Idle,
                                 },
                             );
                             state.overlay.insert(entry.path, Overlay::Staged(id));
@@ -856,6 +859,7 @@ impl<L: LakeFs> Filesystem<L> {
                 generation: 1,
                 remote,
                 handles: 0,
+                eager: eager::EagerState::Idle,
             },
         );
         if let Some(Overlay::Staged(old)) = state.overlay.insert(key.to_string(), Overlay::Staged(id)) {
@@ -1015,10 +1019,12 @@ impl<L: LakeFs> Filesystem<L> {
         };
         let result = async {
             self.ensure_staging_branch(writer).await?;
+            // No fsync of the local file first: the upload reads it back through the page cache, and the server
+            // makes the uploaded bytes durable.
             let local = local.ok_or_else(|| FsError::io(format!("{key}: no local bytes to upload")))?;
-            local
-                .sync()
-                .map_err(|e| FsError::staging(format!("syncing {key}"), e))?;
+            if let Some(info) = self.finish_eager(writer, id, &key, &local).await {
+                return Ok(info);
+            }
             self.client
                 .upload_file(&writer.repo, &writer.staging, &key, local.path(), &metadata)
                 .await
@@ -1090,7 +1096,9 @@ pub(crate) fn read_local(local: &LocalFile, offset: u64, size: u32) -> FsResult<
         .map_err(|e| FsError::staging("reading", e))
 }
 
+mod branches;
 pub mod control;
+mod eager;
 mod posix;
 
 pub use self::control::{CommitCommand, MergeCommand};

@@ -279,6 +279,7 @@ impl<L: LakeFs> Filesystem<L> {
                 if let Some(file) = writer.state().files.get_mut(id) {
                     file.touch();
                 }
+                self.eager_progress(writer, *id, local, offset).await;
                 Ok(written)
             }
             OpenFile::ControlWrite { location, file } => {
@@ -426,6 +427,9 @@ impl<L: LakeFs> Filesystem<L> {
     pub async fn mkdir_as(&self, parent: InodeNo, name: &str, mode: u32, owner: Owner) -> FsResult<Entry> {
         Self::check_name(name)?;
         let dir = self.inode(parent)?;
+        if let NodeKind::Repository { repo } = &dir.kind {
+            return self.create_branch_dir(parent, repo, name).await;
+        }
         let (writer, location, prefix) = self.writable_dir(&dir, "mkdir").await?;
         if let Ok(existing) = self.lookup(parent, name).await {
             self.table.forget(existing.attr.ino, 1);
@@ -516,6 +520,9 @@ impl<L: LakeFs> Filesystem<L> {
 
     pub async fn rmdir(&self, parent: InodeNo, name: &str) -> FsResult<()> {
         let dir = self.inode(parent)?;
+        if let NodeKind::Repository { repo } = &dir.kind {
+            return Err(self.refuse_branch_removal(repo, name));
+        }
         let (writer, location, prefix) = self.writable_dir(&dir, "rmdir").await?;
         let sub = format!("{prefix}{name}/");
         let entry = self.lookup(parent, name).await?;

@@ -1020,3 +1020,182 @@ async fn files_written_during_concurrent_commits_all_reach_the_branch() {
         .collect();
     assert!(missing.is_empty(), "files lost or wrong on main: {missing:?}");
 }
+
+#[tokio::test]
+async fn mkdir_in_a_repository_creates_a_branch_and_rmdir_of_a_branch_is_refused() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "trunk");
+    mock.put_object("repo", "trunk", "data.csv", "a,b\n").unwrap();
+    mock.commit("repo", "trunk").unwrap();
+    mock.put_object("repo", "trunk", "uncommitted", "x").unwrap();
+    mock.create_tag("repo", "v1", "trunk").unwrap();
+    let h = harness_on(mock.clone(), "lakefs://").await;
+    let repo = h.walk("repo").await.unwrap().attr.ino;
+
+    let entry = h.fs.mkdir(repo, "feature-1").await.unwrap();
+    assert_eq!(entry.attr.kind, FileKind::Directory);
+    assert_eq!(
+        mock.is_hidden_branch("repo", "feature-1"),
+        Some(false),
+        "a listed branch"
+    );
+    assert_eq!(
+        mock.snapshot("repo", "feature-1").unwrap().keys().collect::<Vec<_>>(),
+        ["data.csv"],
+        "made from the default branch's head commit"
+    );
+    assert!(h.ls("repo").await.contains(&"feature-1".to_string()));
+    h.write_file("repo/feature-1/new.txt", b"new").await.unwrap();
+    assert_eq!(h.ls("repo/feature-1").await, ["data.csv", "new.txt"]);
+
+    let errno = |r: FsResult<Entry>| r.err().map(|e| e.errno);
+    assert_eq!(errno(h.fs.mkdir(repo, "feature-1").await), Some(libc::EEXIST));
+    assert_eq!(errno(h.fs.mkdir(repo, "v1").await), Some(libc::EEXIST), "a tag's name");
+    let requests = mock.total_requests();
+    for bad in ["bad.name", "-x", "a~1", "_fuse-trunk-0123abcd"] {
+        assert_eq!(errno(h.fs.mkdir(repo, bad).await), Some(libc::EINVAL), "{bad}");
+    }
+    assert_eq!(mock.total_requests(), requests, "invalid names never reach the server");
+
+    let refused = h.fs.rmdir(repo, "feature-1").await.unwrap_err();
+    assert_eq!(refused.errno, libc::EPERM);
+    assert_eq!(mock.is_hidden_branch("repo", "feature-1"), Some(false), "still there");
+
+    let root = h.walk("").await.unwrap().attr.ino;
+    assert!(
+        h.fs.mkdir(root, "newrepo").await.is_err(),
+        "repositories are not made by mkdir"
+    );
+}
+
+#[tokio::test]
+async fn mkdir_of_a_branch_on_a_read_only_mount_is_erofs() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        read_only: true,
+        ..config(staging.path())
+    };
+    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo").unwrap(), config)
+        .await
+        .unwrap();
+    let err = fs.mkdir(InodeNo::ROOT, "dev").await.unwrap_err();
+    assert_eq!(err.errno, libc::EROFS);
+    assert_eq!(fs.rmdir(InodeNo::ROOT, "main").await.unwrap_err().errno, libc::EROFS);
+    assert_eq!(mock.is_hidden_branch("repo", "dev"), None);
+}
+
+async fn eager_harness() -> Harness {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        upload_eager: true,
+        max_staging: 64 << 20,
+        ..config(staging.path())
+    };
+    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
+        .await
+        .unwrap();
+    Harness {
+        mock,
+        fs,
+        _staging: staging,
+    }
+}
+
+/// Let spawned part uploads and aborts run.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn upload_eager_sends_full_parts_while_writing_and_the_tail_on_close() {
+    use crate::fs::write::eager::EAGER_PART_SIZE;
+    let h = eager_harness().await;
+    let data: Vec<u8> = (0..EAGER_PART_SIZE * 7 / 2).map(|i| (i % 251) as u8).collect();
+    let (_, opened) = h.fs.create(InodeNo::ROOT, "big.bin", 0o644).await.unwrap();
+    for (i, chunk) in data.chunks(8192).enumerate() {
+        h.fs.write(opened.fh, (i * 8192) as u64, chunk).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(h.mock.requests("create_multipart"), 1);
+    assert_eq!(h.mock.requests("upload_part"), 3, "the full parts went before close");
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    assert_eq!(h.mock.requests("upload_part"), 4, "close sent only the tail");
+    assert_eq!(h.mock.requests("complete_multipart"), 1);
+    assert_eq!(h.mock.requests("upload_file"), 0);
+    assert_eq!(h.mock.open_multipart_uploads(), 0);
+    let staged = h.mock.snapshot("repo", &h.staging()).unwrap();
+    assert_eq!(staged["big.bin"].as_ref(), &data[..]);
+    assert!(h.fs.flush(opened.fh).await.is_ok());
+}
+
+#[tokio::test]
+async fn upload_eager_falls_back_to_a_whole_upload_when_sent_bytes_change() {
+    use crate::fs::write::eager::EAGER_PART_SIZE;
+    let h = eager_harness().await;
+    let mut data = vec![7u8; (EAGER_PART_SIZE * 2) as usize];
+    let (_, opened) = h.fs.create(InodeNo::ROOT, "f", 0o644).await.unwrap();
+    for (i, chunk) in data.chunks(16384).enumerate() {
+        h.fs.write(opened.fh, (i * 16384) as u64, chunk).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(h.mock.requests("upload_part"), 2);
+    // Seek back and rewrite a byte of the first part: the parts sent are stale now.
+    h.fs.write(opened.fh, 10, b"X").await.unwrap();
+    data[10] = b'X';
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    settle().await;
+    assert_eq!(h.mock.requests("complete_multipart"), 0);
+    assert_eq!(h.mock.requests("upload_file"), 1, "uploaded whole");
+    assert_eq!(h.mock.open_multipart_uploads(), 0, "the spoiled upload was aborted");
+    assert_eq!(h.mock.snapshot("repo", &h.staging()).unwrap()["f"].as_ref(), &data[..]);
+
+    // A truncation below the bytes sent spoils it as well, even when the file grows back past them.
+    let entry = h.walk("f").await.unwrap();
+    let opened =
+        h.fs.open(
+            entry.attr.ino,
+            OpenMode {
+                write: true,
+                truncate: false,
+            },
+        )
+        .await
+        .unwrap();
+    let more = vec![9u8; (EAGER_PART_SIZE / 2) as usize];
+    h.fs.write(opened.fh, EAGER_PART_SIZE * 2, &more).await.unwrap();
+    h.fs.write(opened.fh, EAGER_PART_SIZE * 5 / 2, &more).await.unwrap();
+    settle().await;
+    let parts = h.mock.requests("upload_part");
+    assert!(parts > 2, "a new eager upload started");
+    h.fs.setattr(
+        entry.attr.ino,
+        SetAttr {
+            size: Some(5),
+            ..SetAttr::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tail = vec![1u8; (EAGER_PART_SIZE * 3) as usize];
+    h.fs.write(opened.fh, EAGER_PART_SIZE * 3, &tail).await.unwrap();
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    settle().await;
+    let mut expected = data[..5].to_vec();
+    expected.resize((EAGER_PART_SIZE * 3) as usize, 0);
+    expected.extend_from_slice(&tail);
+    assert_eq!(
+        h.mock.snapshot("repo", &h.staging()).unwrap()["f"].as_ref(),
+        &expected[..]
+    );
+    assert_eq!(h.mock.requests("complete_multipart"), 0);
+    assert_eq!(h.mock.open_multipart_uploads(), 0);
+}

@@ -20,7 +20,7 @@ mod checksum;
 mod chunked;
 mod error;
 mod list;
-mod multipart;
+pub(crate) mod multipart;
 mod object;
 mod router;
 mod sigv2;

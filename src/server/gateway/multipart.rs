@@ -7,18 +7,25 @@
 //! it. Upload ids are 32 random bytes in hex: unguessable, and checked
 //! to be exactly that before they ever become a path component.
 //!
-//! Complete streams the listed parts in order into `Store::write_blob` (no part is read whole), then stages one
-//! entry whose checksum is the multipart ETag without `-N`: hex MD5 of the concatenated binary part MD5s
-//! (lakefs-api.md §5.2, §7.5). The response's ETag keeps the `"<hex>-<N>"` form.
+//! Blobs are addressed by the SHA-256 of their content, which cannot be combined from per-part hashes. So that
+//! Complete does not have to read every part once more, each upload keeps a running SHA-256 in memory
+//! ([`RunningHashes`]): after a part is stored, a background task extends it over the parts that now follow
+//! without a gap from part 1 (reading them back from the page cache, just written). Complete finishes the hash
+//! over whatever the task has not reached, starting again from part 1 when the parts it names are not the ones
+//! hashed (a part uploaded again, a gap, a subset, a server restarted mid-upload), and joins the part files into
+//! the blob with a kernel-side copy (`Store::concat_blob`). It then stages one entry whose checksum is the
+//! multipart ETag without `-N`: hex MD5 of the concatenated binary part MD5s (lakefs-api.md §5.2, §7.5). The
+//! response's ETag keeps the `"<hex>-<N>"` form.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -153,6 +160,94 @@ async fn read_parts(dir: &Path) -> S3Result<BTreeMap<u32, PartRecord>> {
     Ok(parts)
 }
 
+/// The running SHA-256 of every in-progress upload, by upload directory. An entry lives from the first stored
+/// part to Complete or Abort (an abandoned upload leaves one small entry until the server restarts).
+#[derive(Debug, Default)]
+pub struct RunningHashes(Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<RunningHash>>>>);
+
+impl RunningHashes {
+    fn of(&self, dir: &Path) -> Arc<tokio::sync::Mutex<RunningHash>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(dir.to_path_buf()).or_default().clone()
+    }
+
+    fn forget(&self, dir: &Path) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
+    }
+}
+
+/// SHA-256 over the data files of parts 1, 2, ... in order.
+#[derive(Debug, Default)]
+struct RunningHash {
+    sha256: Sha256,
+    /// Data files hashed so far, in order (part `i + 1` is `data_files[i]`).
+    data_files: Vec<String>,
+    size: u64,
+}
+
+impl RunningHash {
+    /// Extends the hash over `data_file` (read on the blocking pool). On error the hash is reset, so that it
+    /// never covers a partial part.
+    async fn extend(&mut self, dir: &Path, data_file: &str) -> std::io::Result<()> {
+        let path = dir.join(data_file);
+        let mut sha256 = std::mem::take(&mut self.sha256);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Sha256, u64)> {
+            use std::io::Read;
+            let mut file = std::fs::File::open(path)?;
+            let mut buffer = vec![0; PART_READ_CHUNK];
+            let mut size = 0u64;
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    return Ok((sha256, size));
+                }
+                sha256.update(&buffer[..n]);
+                size += n as u64;
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match read {
+            Ok((sha256, size)) => {
+                self.sha256 = sha256;
+                self.size += size;
+                self.data_files.push(data_file.to_string());
+                Ok(())
+            }
+            Err(e) => {
+                *self = Self::default();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Extends `upload`'s running hash over the parts now stored without a gap after it. Runs in the background
+/// after UploadPart; when another extension (or Complete) holds the hash, that one picks the new part up.
+fn extend_running_hash(ctx: &Ctx, dir: PathBuf) {
+    let running = ctx.state.multipart_hashes.of(&dir);
+    tokio::spawn(async move {
+        let Ok(mut hash) = running.try_lock() else {
+            return;
+        };
+        loop {
+            let Ok(next) = u32::try_from(hash.data_files.len() + 1) else {
+                return;
+            };
+            let Ok(bytes) = tokio::fs::read(dir.join(part_record_name(next))).await else {
+                return;
+            };
+            let Ok(record) = serde_json::from_slice::<PartRecord>(&bytes) else {
+                return;
+            };
+            if !valid_data_file(&record.data_file) || hash.extend(&dir, &record.data_file).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 pub async fn create(ctx: &Ctx) -> S3Result<Response> {
     let metadata = request_metadata(&ctx.headers)?;
     ctx.require_branch().await?;
@@ -269,6 +364,7 @@ pub async fn upload_part(ctx: &Ctx, body: Body) -> S3Result<Response> {
         return Err(e);
     }
     commit_part(&upload, &part).await?;
+    extend_running_hash(ctx, upload.dir.clone());
     let mut response = StatusCode::OK.into_response();
     if let Ok(value) = HeaderValue::from_str(&etag(&part.record.md5)) {
         response.headers_mut().insert(header::ETAG, value);
@@ -301,6 +397,7 @@ pub async fn upload_part_copy(ctx: &Ctx) -> S3Result<Response> {
     ));
     let part = write_part(&upload, number, stream, false).await?;
     commit_part(&upload, &part).await?;
+    extend_running_hash(ctx, upload.dir.clone());
     let mut xml = XmlWriter::new();
     xml.root("CopyPartResult");
     xml.element("LastModified", &format_timestamp(part.record.last_modified));
@@ -345,24 +442,42 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
     let checksum = multipart_checksum(&md5s)?;
     let expected_size: u64 = chosen.iter().map(|p| p.size).sum();
 
+    let sha256 = {
+        // Held until the hash is final: no background extension runs meanwhile.
+        let running = ctx.state.multipart_hashes.of(&upload.dir);
+        let mut hash = running.lock().await;
+        let wanted: Vec<&str> = chosen.iter().map(|p| p.data_file.as_str()).collect();
+        let hashed_prefix = hash.data_files.len() <= wanted.len()
+            && hash.data_files.iter().zip(&wanted).all(|(hashed, want)| hashed == want);
+        if !hashed_prefix {
+            *hash = RunningHash::default();
+        }
+        for data_file in &wanted[hash.data_files.len()..] {
+            hash.extend(&upload.dir, data_file).await.map_err(S3Error::internal)?;
+        }
+        if hash.size != expected_size {
+            return Err(S3Error::internal(format!(
+                "multipart parts changed while completing: {} != {expected_size}",
+                hash.size
+            )));
+        }
+        hex::encode(hash.sha256.clone().finalize())
+    };
     let paths: Vec<PathBuf> = chosen.iter().map(|p| upload.dir.join(&p.data_file)).collect();
-    let data: ByteStream = Box::pin(
-        futures::stream::iter(paths)
-            .then(|path| async move { tokio::fs::File::open(path).await })
-            .map_ok(|file| tokio_util::io::ReaderStream::with_capacity(file, PART_READ_CHUNK))
-            .try_flatten(),
-    );
-    let info = ctx.store().write_blob(data).await.map_err(S3Error::from_write)?;
-    if info.size != expected_size {
+    let size = ctx
+        .store()
+        .concat_blob(paths, sha256.clone())
+        .await
+        .map_err(S3Error::from_write)?;
+    if size != expected_size {
         return Err(S3Error::internal(format!(
-            "multipart parts changed while completing: {} != {expected_size}",
-            info.size
+            "multipart parts changed while completing: {size} != {expected_size}"
         )));
     }
     let entry = ObjectEntry {
-        blob: info.id,
+        blob: sha256,
         checksum: checksum.clone(),
-        size: info.size,
+        size,
         mtime: unix_now(),
         content_type: upload.record.content_type.clone(),
         metadata: upload.record.metadata.clone(),
@@ -378,6 +493,7 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
     })
     .await
     .map_err(|e| S3Error::from_write(e).bucket(ctx.bucket()).key(&ctx.full_key()))?;
+    ctx.state.multipart_hashes.forget(&upload.dir);
     if let Err(e) = tokio::fs::remove_dir_all(&upload.dir).await {
         tracing::warn!(error = %e, dir = %upload.dir.display(), "could not remove completed multipart upload");
     }
@@ -393,6 +509,7 @@ pub async fn complete(ctx: &Ctx, body: Body) -> S3Result<Response> {
 
 pub async fn abort(ctx: &Ctx) -> S3Result<Response> {
     let upload = load_upload(ctx).await?;
+    ctx.state.multipart_hashes.forget(&upload.dir);
     tokio::fs::remove_dir_all(&upload.dir)
         .await
         .map_err(S3Error::internal)?;

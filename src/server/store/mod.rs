@@ -421,6 +421,15 @@ impl Store {
         blobs::write_blob(&self.inner.data_dir, body).await
     }
 
+    /// Joins multipart part files into blob `sha256` (computed by the caller over exactly these bytes, in order).
+    /// Returns the blob's size.
+    pub async fn concat_blob(&self, parts: Vec<PathBuf>, sha256: String) -> Result<u64, StoreError> {
+        let data_dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || blobs::concat_blob(&data_dir, &parts, &sha256))
+            .await
+            .map_err(|e| StoreError::Internal(format!("blob writer task: {e}")))?
+    }
+
     /// Path of a blob file, for ranged reads. Never derived from user input other than a validated blob id.
     pub fn blob_path(&self, blob: &str) -> PathBuf {
         blobs::blob_path(&self.inner.data_dir, blob)
