@@ -80,16 +80,19 @@ impl GatewayClient {
             .await
             .map_err(classify)?;
         let etag = response.e_tag().map(|e| e.trim_matches('"').to_string());
+        let served = response.content_range().and_then(served_length);
         let data = response
             .body
             .collect()
             .await
             .map_err(|e| LakeFsError::Transport(format!("reading object body: {e}")))?
             .into_bytes();
-        // A body cut short by a proxy or a failing server is a transport fault, retried like one - not a sign
-        // that the object changed (the ETag says that).
+        // A body shorter than the range the server says it sent was cut short by a proxy or a failing server: a
+        // transport fault, retried like one. A complete body shorter than asked means the object is smaller now
+        // (replaced since it was stat'ed); the caller sees that from the ETag.
         let expected = range.end - range.start;
-        if data.len() as u64 != expected {
+        let complete = served.is_some_and(|served| served == data.len() as u64);
+        if data.len() as u64 != expected && !complete {
             return Err(LakeFsError::Transport(format!(
                 "short body for {reference}/{path}: {} of {expected} bytes",
                 data.len()
@@ -321,9 +324,29 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> Lake
     }
 }
 
+/// Bytes a `Content-Range: bytes FIRST-LAST/TOTAL` header says the response carries.
+fn served_length(content_range: &str) -> Option<u64> {
+    let (first, last) = content_range
+        .strip_prefix("bytes ")?
+        .split_once('/')?
+        .0
+        .split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    last.checked_sub(first).map(|n| n + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_range_gives_the_bytes_served() {
+        assert_eq!(served_length("bytes 0-62322/62323"), Some(62323));
+        assert_eq!(served_length("bytes 100-199/1000"), Some(100));
+        assert_eq!(served_length("bytes */1000"), None);
+        assert_eq!(served_length("bytes 9-3/10"), None);
+        assert_eq!(served_length("items 0-1/2"), None);
+    }
 
     #[test]
     fn gateway_url_drops_the_api_path() {

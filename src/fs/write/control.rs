@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{drop_if_unused, BranchWriter, Overlay, WriteState};
+use super::{drop_if_unused, BranchWriter, Overlay, Retired, WriteState};
 use crate::fs::config::Source;
 use crate::fs::inode::{ControlFile, RefLocation, RefTarget};
 use crate::fs::{lock, Filesystem, FsError, FsResult};
@@ -401,7 +401,9 @@ impl<L: LakeFs> Filesystem<L> {
                 state.overlay.insert(key, Overlay::Staged(id));
                 continue;
             }
-            state.retired.insert(id, key);
+            if let Some(info) = state.files.get(&id).map(|f| f.info()) {
+                state.retired.insert(id, Retired { key, info });
+            }
             drop_if_unused(&mut state, id);
         }
         if discard {

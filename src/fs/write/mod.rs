@@ -116,7 +116,7 @@ pub(crate) struct WriteState {
     files: HashMap<u64, StagedFile>,
     /// Staged files dropped since the last commit or discard, by id: their key now shows the branch. Older ones
     /// are forgotten (inodes keep their key in their last-seen stats), so this stays small.
-    retired: HashMap<u64, String>,
+    retired: HashMap<u64, Retired>,
     /// Local-only directories (`mkdir`), as prefixes ending in `/`.
     local_dirs: BTreeSet<String>,
     /// Mode, owner and times of directories changed through this mount, by prefix ("" is the branch root).
@@ -271,6 +271,11 @@ impl BranchWriter {
 
     fn staged_info(&self, id: u64) -> Option<ObjectInfo> {
         self.state().files.get(&id).map(StagedFile::info)
+    }
+
+    /// The final stats of staged file `id`, if the last commit or discard retired it.
+    fn retired_info(&self, id: u64) -> Option<ObjectInfo> {
+        self.state().retired.get(&id).map(|r| r.info.clone())
     }
 
     /// Number of staged files whose bytes or metadata still have to reach the staging branch.
@@ -810,7 +815,7 @@ impl<L: LakeFs> Filesystem<L> {
     pub(crate) fn staged_attr(&self, inode: &Inode, location: &RefLocation, id: u64) -> super::Attr {
         let info = self
             .writer(location)
-            .and_then(|w| w.staged_info(id))
+            .and_then(|w| w.staged_info(id).or_else(|| w.retired_info(id)))
             .or_else(|| inode.state().object.clone())
             .unwrap_or_else(|| ObjectInfo {
                 path: String::new(),
@@ -961,7 +966,7 @@ impl<L: LakeFs> Filesystem<L> {
                     return Ok((writer, *id));
                 }
                 // Retired by a commit or discard: the key, from the writer or as the inode last showed it.
-                let key = writer.state().retired.get(id).cloned();
+                let key = writer.state().retired.get(id).map(|r| r.key.clone());
                 let key = key.or_else(|| inode.state().object.as_ref().map(|o| o.path.clone()));
                 match key {
                     Some(key) => (location.clone(), key),
@@ -1079,11 +1084,21 @@ fn keep_parent_dir(state: &mut WriteState, key: &str) {
     }
 }
 
+/// A staged file a commit or discard dropped: where it was, and what it last was. The kernel may still ask for
+/// the attributes of its inode (its cached entry outlives the commit), and they must be the final ones, not
+/// whatever the inode held when it was last asked.
+#[derive(Debug, Clone)]
+pub(crate) struct Retired {
+    pub key: String,
+    pub info: ObjectInfo,
+}
+
 /// Forget staged file `id` unless a handle still holds it (its local bytes go with it).
 fn drop_if_unused(state: &mut WriteState, id: u64) {
     if state.files.get(&id).is_some_and(|f| f.handles == 0) {
         if let Some(file) = state.files.remove(&id) {
-            state.retired.insert(id, file.key);
+            let info = file.info();
+            state.retired.insert(id, Retired { key: file.key, info });
         }
     }
 }

@@ -225,7 +225,7 @@ impl<L: LakeFs> Filesystem<L> {
         // Retired: the key shows the branch now.
         let key = writer
             .as_ref()
-            .and_then(|w| w.state().retired.get(&id).cloned())
+            .and_then(|w| w.state().retired.get(&id).map(|r| r.key.clone()))
             .or_else(|| inode.state().object.as_ref().map(|o| o.path.clone()))
             .ok_or_else(|| FsError::stale(format!("staged file {id} is gone")))?;
         let object = self

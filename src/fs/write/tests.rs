@@ -1199,3 +1199,18 @@ async fn upload_eager_falls_back_to_a_whole_upload_when_sent_bytes_change() {
     assert_eq!(h.mock.requests("complete_multipart"), 0);
     assert_eq!(h.mock.open_multipart_uploads(), 0);
 }
+
+#[tokio::test]
+async fn a_committed_file_shows_its_final_size_to_the_kernel() {
+    let h = harness().await;
+    let (parent, name) = h.parent("f").await.unwrap();
+    let (entry, opened) = h.fs.create(parent, &name, 0o644).await.unwrap();
+    assert_eq!(entry.attr.size, 0);
+    // Writes through a handle never ask for attributes: the kernel tracks the size itself.
+    h.fs.write(opened.fh, 0, b"final bytes").await.unwrap();
+    h.fs.flush(opened.fh).await.unwrap();
+    h.fs.release(opened.fh);
+    h.control("commit", "c").await.unwrap();
+    // The kernel's cached entry still names the inode from `create`; its attributes are the committed file's.
+    assert_eq!(h.fs.getattr(entry.attr.ino).await.unwrap().attr.size, 11);
+}
