@@ -982,20 +982,30 @@ impl<L: LakeFs> Filesystem<L> {
             .loaded_writer(&location)
             .await?
             .ok_or_else(|| self.write_refusal(inode, "write"))?;
-        let current = self
-            .client
-            .stat_object(&location.repo, location.read_ref(), &key)
-            .await
-            .map_err(|e| FsError::lakefs(format!("stat {key}"), e))?;
-        let local = if truncate {
-            self.new_local(&key)?
-        } else {
-            self.download(&location.repo, location.read_ref(), &key, current.size)
-                .await?
+        let current = match self.client.stat_object(&location.repo, location.read_ref(), &key).await {
+            Ok(current) => Some(current),
+            // Gone since the kernel looked it up (deleted by another client, or a lookup answered from an entry
+            // cached across a commit). A truncating open needs none of its bytes: it starts the file afresh.
+            Err(LakeFsError::NotFound(_)) if truncate => None,
+            Err(e) => return Err(FsError::lakefs(format!("stat {key}"), e)),
         };
-        let id = self.insert_staged(&writer, &key, Some(local), None, current.metadata.clone(), truncate);
-        if let Some(file) = writer.state().files.get_mut(&id) {
-            file.mtime = UNIX_EPOCH + Duration::from_secs(current.mtime.max(0).unsigned_abs());
+        let local = match &current {
+            Some(current) if !truncate => {
+                self.download(&location.repo, location.read_ref(), &key, current.size)
+                    .await?
+            }
+            _ => self.new_local(&key)?,
+        };
+        let metadata = current
+            .as_ref()
+            .or(inode.state().object.as_ref())
+            .map(|o| o.metadata.clone())
+            .unwrap_or_default();
+        let id = self.insert_staged(&writer, &key, Some(local), None, metadata, truncate);
+        if let Some(current) = &current {
+            if let Some(file) = writer.state().files.get_mut(&id) {
+                file.mtime = UNIX_EPOCH + Duration::from_secs(current.mtime.max(0).unsigned_abs());
+            }
         }
         let kind = NodeKind::StagedFile {
             location: location.clone(),

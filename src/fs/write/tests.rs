@@ -1214,3 +1214,28 @@ async fn a_committed_file_shows_its_final_size_to_the_kernel() {
     // The kernel's cached entry still names the inode from `create`; its attributes are the committed file's.
     assert_eq!(h.fs.getattr(entry.attr.ino).await.unwrap().attr.size, 11);
 }
+
+#[tokio::test]
+async fn a_truncating_open_of_a_file_deleted_meanwhile_starts_it_afresh() {
+    let h = harness().await;
+    h.write_file("f", b"old").await.unwrap();
+    h.control("commit", "old").await.unwrap();
+    let ino = h.walk("f").await.unwrap().attr.ino;
+    // Another client deletes the file after the kernel looked it up.
+    h.mock.delete_object("repo", "main", "f").unwrap();
+    h.mock.commit("repo", "main").unwrap();
+    let mode = OpenMode {
+        write: true,
+        truncate: true,
+    };
+    let fh = h.fs.open(ino, mode).await.unwrap().fh;
+    h.fs.write(fh, 0, b"new").await.unwrap();
+    h.fs.flush(fh).await.unwrap();
+    h.fs.release(fh);
+    assert_eq!(h.cat("f").await.unwrap(), b"new");
+    assert_eq!(
+        h.mock.snapshot("repo", "main").unwrap().get("f"),
+        None,
+        "not committed yet"
+    );
+}
