@@ -107,7 +107,20 @@ fn worker(
             0..35 => {
                 version += 1;
                 let data = content(id, file, version, &mut rng);
-                match fs::write(&path, &data) {
+                let written = match fs::write(&path, &data) {
+                    // Known issue (see the reads below): right after a commit the kernel may still hold an entry
+                    // of a file this worker deleted before it, and the open then finds nothing. It must heal.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        let again = fs::write(&path, &data);
+                        if again.is_ok() {
+                            bump(&counters.stale_own_reads, 1);
+                        }
+                        again
+                    }
+                    other => other,
+                };
+                match written {
                     Ok(()) => {
                         bump(&counters.writes, 1);
                         bump(&counters.bytes_written, data.len() as u64);
@@ -149,6 +162,18 @@ fn worker(
                         }
                     }
                     (Err(e), None) if e.kind() == ErrorKind::NotFound => bump(&counters.reads, 1),
+                    (Err(e), Some(want)) if e.raw_os_error() == Some(libc::ESTALE) => {
+                        // The same known issue: opened with the attributes of the version before the commit, the
+                        // read finds the object replaced. It must heal.
+                        std::thread::sleep(Duration::from_millis(1500));
+                        match fs::read(&path) {
+                            Ok(again) if again == want => bump(&counters.stale_own_reads, 1),
+                            again => fail(format!(
+                                "read {name}: ESTALE, still wrong after 1.5 s: {:?}",
+                                again.map(|a| a.len())
+                            )),
+                        }
+                    }
                     (Err(e), _) => fail(format!("read {name}: {e}")),
                 }
             }

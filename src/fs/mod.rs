@@ -801,6 +801,7 @@ impl<L: LakeFs> Filesystem<L> {
             prefix: prefix.to_string(),
         };
         let now = Instant::now();
+        let generation = self.listings.generation();
         let mut builder = ChildrenBuilder::new(prefix);
         let mut request = ListRequest {
             prefix: prefix.to_string(),
@@ -837,7 +838,8 @@ impl<L: LakeFs> Filesystem<L> {
             _ => None,
         };
         let children: Children = Arc::new(builder.finish().into_iter().collect());
-        self.listings.insert(
+        self.listings.insert_since(
+            generation,
             key,
             CachedListing {
                 children: children.clone(),

@@ -215,6 +215,9 @@ pub enum ListingLookup {
 pub struct ListingCache {
     inner: Mutex<ListingLru>,
     max_children: usize,
+    /// Bumped by every [`ListingCache::clear`]: a listing fetched across a clear (this mount's own commit) may
+    /// predate it and is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,21 @@ impl ListingCache {
                 children: 0,
             }),
             max_children,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The current generation, taken before fetching a listing to pass to [`ListingCache::insert_since`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// [`ListingCache::insert`], unless the cache was cleared since `generation` was taken.
+    pub fn insert_since(&self, generation: u64, key: ListingKey, listing: CachedListing) {
+        // Checked under the lock `clear` takes, so a clear cannot slip in between the check and the insert.
+        let mut inner = self.lock();
+        if self.generation() == generation {
+            self.insert_locked(&mut inner, key, listing);
         }
     }
 
@@ -264,12 +282,18 @@ impl ListingCache {
     }
 
     pub fn insert(&self, key: ListingKey, listing: CachedListing) {
+        let mut inner = self.lock();
+        self.insert_locked(&mut inner, key, listing);
+    }
+
+    fn insert_locked(&self, inner: &mut ListingLru, key: ListingKey, listing: CachedListing) {
         let size = listing.children.len();
         if size > self.max_children {
-            self.remove(&key);
+            if let Some(old) = inner.listings.pop(&key) {
+                inner.children -= old.children.len();
+            }
             return;
         }
-        let mut inner = self.lock();
         if let Some(old) = inner.listings.put(key, listing) {
             inner.children -= old.children.len();
         }
@@ -292,6 +316,7 @@ impl ListingCache {
     /// Drop every listing (after this mount changed a branch itself).
     pub fn clear(&self) {
         let mut inner = self.lock();
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         inner.listings.clear();
         inner.children = 0;
     }
@@ -390,6 +415,25 @@ mod tests {
         assert!(matches!(
             cache.lookup(&key("c/"), false, ttl, later),
             ListingLookup::Missing
+        ));
+    }
+
+    #[test]
+    fn a_listing_fetched_across_a_clear_is_not_cached() {
+        let cache = ListingCache::new(100);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(1);
+        let before = cache.generation();
+        cache.clear();
+        cache.insert_since(before, key("a/"), listing(&["x"], None, now));
+        assert!(matches!(
+            cache.lookup(&key("a/"), false, ttl, now),
+            ListingLookup::Missing
+        ));
+        cache.insert_since(cache.generation(), key("a/"), listing(&["x"], None, now));
+        assert!(matches!(
+            cache.lookup(&key("a/"), false, ttl, now),
+            ListingLookup::Fresh(_)
         ));
     }
 
