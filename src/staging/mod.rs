@@ -32,6 +32,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod journal;
+use journal::Journal;
+
 /// Prefix of every staging branch; `_` keeps it apart from branch names people choose.
 pub const STAGING_BRANCH_PREFIX: &str = "_fuse-";
 
@@ -117,7 +120,6 @@ pub struct PendingUpload {
     pub metadata: BTreeMap<String, String>,
 }
 
-const JOURNAL: &str = "journal.json";
 const DATA_SUFFIX: &str = ".data";
 
 /// The staging directory of one mount and its byte budget.
@@ -127,8 +129,7 @@ pub struct StagingDir {
     limit: u64,
     used: AtomicU64,
     next: AtomicU64,
-    /// Journal entries by file name, as last persisted.
-    journal: Mutex<BTreeMap<String, PendingUpload>>,
+    journal: Mutex<Journal>,
     /// Journalled files of an earlier run, not yet taken over.
     recovered: Mutex<BTreeMap<String, PendingUpload>>,
 }
@@ -136,7 +137,7 @@ pub struct StagingDir {
 impl StagingDir {
     /// Whether `root/<mount_id>/` holds a journal, i.e. an earlier run may have left files to upload.
     pub fn has_journal(root: &Path, mount_id: &str) -> bool {
-        root.join(mount_id).join(JOURNAL).exists()
+        Journal::exists(&root.join(mount_id))
     }
 
     /// Open (create) `root/<mount_id>/`: journalled files of an earlier run are kept for
@@ -144,16 +145,9 @@ impl StagingDir {
     pub fn open(root: &Path, mount_id: &str, limit: u64) -> Result<Arc<Self>, StagingError> {
         let dir = root.join(mount_id);
         create_private_dir(&dir).map_err(|e| StagingError::io(&dir, e))?;
-        let journal_path = dir.join(JOURNAL);
-        let recovered: BTreeMap<String, PendingUpload> = match std::fs::read(&journal_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %journal_path.display(), error = %e, "unreadable staging journal ignored");
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(StagingError::io(&journal_path, e)),
-        };
-        let mut recovered_present = BTreeMap::new();
+        let journal_path = dir.join(journal::JOURNAL_LOG);
+        let mut journal = Journal::open(&dir).map_err(|e| StagingError::io(&journal_path, e))?;
+        let mut present = BTreeMap::new();
         let mut highest = 0;
         let entries = std::fs::read_dir(&dir).map_err(|e| StagingError::io(&dir, e))?;
         for entry in entries.flatten() {
@@ -161,26 +155,27 @@ impl StagingDir {
             let Some(number) = name.strip_suffix(DATA_SUFFIX) else {
                 continue;
             };
-            match recovered.get(&name) {
+            match journal.entries().get(&name) {
                 Some(pending) => {
                     highest = highest.max(number.parse::<u64>().unwrap_or(0));
-                    recovered_present.insert(name, pending.clone());
+                    present.insert(name, pending.clone());
                 }
                 None => {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
-        let staging = Self {
+        journal
+            .retain(|name| present.contains_key(name))
+            .map_err(|e| StagingError::io(&journal_path, e))?;
+        Ok(Arc::new(Self {
             dir,
             limit,
             used: AtomicU64::new(0),
             next: AtomicU64::new(highest + 1),
-            journal: Mutex::new(recovered_present.clone()),
-            recovered: Mutex::new(recovered_present),
-        };
-        staging.persist(&lock(&staging.journal))?;
-        Ok(Arc::new(staging))
+            journal: Mutex::new(journal),
+            recovered: Mutex::new(present),
+        }))
     }
 
     /// Take over the journalled files of an earlier run for `repo`/`branch` (each file with what it is).
@@ -219,46 +214,18 @@ impl StagingDir {
         out
     }
 
-    /// Journal `file` as possibly not uploaded, as `pending` (idempotent; persisted before returning).
+    /// Journal `file` as possibly not uploaded, as `pending` (idempotent; written before returning).
     pub fn journal_pending(&self, file: &LocalFile, pending: PendingUpload) -> Result<(), StagingError> {
-        let mut journal = lock(&self.journal);
-        if journal.get(&file.name) == Some(&pending) {
-            return Ok(());
-        }
-        journal.insert(file.name.clone(), pending);
-        self.persist(&journal)
+        lock(&self.journal)
+            .pending(&file.name, pending)
+            .map_err(|e| StagingError::io(&self.dir.join(journal::JOURNAL_LOG), e))
     }
 
     /// `file`'s bytes are on the staging branch (or no longer wanted).
     pub fn journal_done(&self, file: &LocalFile) {
-        let mut journal = lock(&self.journal);
-        if journal.remove(&file.name).is_some() {
-            if let Err(e) = self.persist(&journal) {
-                tracing::warn!(error = %e, "updating the staging journal");
-            }
+        if let Err(e) = lock(&self.journal).done(&file.name) {
+            tracing::warn!(error = %e, "updating the staging journal");
         }
-    }
-
-    /// Rewrite the journal: temp file, rename, so a crash of the mount leaves the old or the new version.
-    ///
-    /// Not fsynced: the journal guards against the mount process dying (kill -9, a crash), after which the page
-    /// cache still holds it. What must survive the machine going down is only what `close` or `fsync` returned
-    /// 0 for, and that is on the staging branch already (the server made it durable). An fsync here would cost
-    /// two disk flushes per file opened for writing, the bulk of creating many small files.
-    fn persist(&self, journal: &BTreeMap<String, PendingUpload>) -> Result<(), StagingError> {
-        let path = self.dir.join(JOURNAL);
-        let temp = self.dir.join(format!("{JOURNAL}.tmp"));
-        let bytes = serde_json::to_vec(journal).map_err(|e| StagingError::io(&path, io::Error::other(e)))?;
-        let write = || -> io::Result<()> {
-            let mut file = private_file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temp)?;
-            io::Write::write_all(&mut file, &bytes)?;
-            std::fs::rename(&temp, &path)
-        };
-        write().map_err(|e| StagingError::io(&path, e))
     }
 
     pub fn path(&self) -> &Path {
@@ -475,7 +442,7 @@ mod tests {
             file.write_at(0, b"uncommitted").unwrap();
             staging.journal_pending(&file, pending("a/secret")).unwrap();
             assert_eq!(mode(staging.path()), 0o700, "{id}");
-            assert_eq!(mode(&staging.path().join(JOURNAL)), 0o600, "{id}");
+            assert_eq!(mode(&staging.path().join(journal::JOURNAL_LOG)), 0o600, "{id}");
             assert_eq!(mode(&file.path), 0o600, "{id}");
         }
     }
