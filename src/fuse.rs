@@ -216,8 +216,8 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
         reply.ok();
     }
 
-    /// Every `close` flushes: a written file is uploaded to the staging branch here, and the upload's error is
-    /// what `close` returns.
+    /// Every `close` flushes: a written file's upload to the staging branch starts here (and, with `sync_close`,
+    /// finishes; its error is then what `close` returns).
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         match self.block_on("flush", ino, self.fs.flush(fh.0)) {
             Ok(()) => reply.ok(),
@@ -489,7 +489,7 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.block_on("fsync", ino, self.fs.flush(fh.0)) {
+        match self.block_on("fsync", ino, self.fs.fsync(fh.0)) {
             Ok(()) => reply.ok(),
             Err(err) => fuse_error!("fsync", reply, err),
         }

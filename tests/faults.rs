@@ -420,6 +420,8 @@ struct Generations {
     committer: Option<JoinHandle<(u64, u64)>>,
     reader: Option<JoinHandle<(u64, u64)>>,
     violations: Arc<Mutex<Vec<String>>>,
+    /// Commits the reader has checked so far.
+    checked: Arc<AtomicU64>,
 }
 
 /// Counts of the generation loops; printed in each test's summary line.
@@ -439,6 +441,7 @@ impl Generations {
         let pause = Arc::new(AtomicBool::new(false));
         let round = Arc::new(Mutex::new(()));
         let violations = Arc::new(Mutex::new(Vec::new()));
+        let checked = Arc::new(AtomicU64::new(0));
         let committer = std::thread::spawn({
             let (stop, pause, root, round) = (stop.clone(), pause.clone(), writer.to_path_buf(), round.clone());
             move || {
@@ -478,7 +481,8 @@ impl Generations {
             }
         });
         let reader = std::thread::spawn({
-            let (stop, root, violations) = (stop.clone(), reader.to_path_buf(), violations.clone());
+            let (stop, root, violations, checked) =
+                (stop.clone(), reader.to_path_buf(), violations.clone(), checked.clone());
             move || {
                 let (mut checks, mut errors) = (0, 0);
                 let mut newest = 0u64;
@@ -486,6 +490,7 @@ impl Generations {
                     match check_generation(&root) {
                         Ok(Some(generation)) => {
                             checks += 1;
+                            checked.fetch_add(1, Ordering::SeqCst);
                             if generation < newest {
                                 violations
                                     .lock()
@@ -510,11 +515,18 @@ impl Generations {
             committer: Some(committer),
             reader: Some(reader),
             violations,
+            checked,
         }
     }
 
     /// Stop both loops and assert the reader never saw a partial commit.
     fn finish(mut self) -> GenerationReport {
+        // A workload can end before any round was committed and read (closes return before their uploads):
+        // let the loops run until the reader has checked a commit, or a minute passed.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.checked.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.stop.store(true, Ordering::SeqCst);
         let (commits, commit_errors) = self.committer.take().unwrap().join().expect("committer");
         let (checks, read_errors) = self.reader.take().unwrap().join().expect("reader");

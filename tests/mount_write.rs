@@ -13,8 +13,9 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::{action_file, run, Mount, Server};
+use common::{action_file, run, unmount, Mount, Server};
 
 /// Write `text` to a control file in one write(2); the errno of the operation, if it failed.
 fn control(root: &Path, file: &str, text: &str) -> Result<(), i32> {
@@ -404,6 +405,8 @@ fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
         for chunk in data.chunks(1 << 20) {
             file.write_all(chunk).unwrap();
         }
+        // fsync waits for the upload (a close would start it in the background).
+        file.sync_all().unwrap();
     }
     let mut rewritten = data.clone();
     {
@@ -413,6 +416,7 @@ fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
         }
         file.write_all_at(b"changed", 100).unwrap();
         rewritten[100..107].copy_from_slice(b"changed");
+        file.sync_all().unwrap();
     }
     let staging = read(&mount.join(".lakefs/staging")).trim().to_string();
     assert!(server.get("repo", &staging, "sequential.bin").unwrap() == data);
@@ -423,4 +427,51 @@ fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
     );
     control(mount.path(), "commit", "eager").unwrap();
     assert!(server.get("repo", "main", "sequential.bin").unwrap() == data);
+}
+
+#[test]
+fn closed_files_upload_in_the_background_and_the_daemon_finishes_them_after_unmount() {
+    let server = Server::start();
+    server.create_repository("repo");
+    server.upload("repo", "main", "old", "o");
+    server.commit("repo", "main", "initial");
+    let dir = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
+    let staging = read(&mount.join(".lakefs/staging")).trim().to_string();
+    fs::create_dir(mount.join("many")).unwrap();
+    let count = 300;
+    for i in 0..count {
+        fs::write(mount.join(&format!("many/f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    // Read-your-writes whether or not the upload has happened yet.
+    assert_eq!(read(&mount.join("many/f123")), "file 123\n");
+    let mut child = mount.take_child().expect("mount process");
+    unmount(mount.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit:\n{}",
+            mount.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}:\n{}", mount.log_text());
+    let uploaded = server
+        .paths("repo", &staging)
+        .into_iter()
+        .filter(|p| p.starts_with("many/"))
+        .count();
+    assert_eq!(
+        uploaded, count,
+        "every closed file reached the staging branch before the daemon exited"
+    );
+    drop(mount);
+    let mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
+    control(mount.path(), "commit", "written before the unmount").unwrap();
+    assert_eq!(server.get("repo", "main", "many/f299").unwrap(), b"file 299\n");
+    assert_eq!(server.paths("repo", "main").len(), count + 1);
 }

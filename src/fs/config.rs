@@ -123,6 +123,9 @@ pub struct FsConfig {
     pub endpoint: String,
     /// Upload a file's full parts while it is still being written (`-o upload_eager`), not all of it on close.
     pub upload_eager: bool,
+    /// `close` waits for the file's upload and returns its error (`-o sync_close`); otherwise it uploads in the
+    /// background.
+    pub sync_close: bool,
 }
 
 impl Default for FsConfig {
@@ -149,6 +152,7 @@ impl Default for FsConfig {
             mountpoint: String::new(),
             endpoint: String::new(),
             upload_eager: false,
+            sync_close: false,
         }
     }
 }

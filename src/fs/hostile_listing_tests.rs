@@ -38,7 +38,7 @@ fn page(items: Vec<ListEntry>, next_after: Option<&str>) -> Page<ListEntry> {
     }
 }
 
-async fn mount(mock: &Arc<MockLakeFs>) -> Filesystem<MockLakeFs> {
+async fn mount(mock: &Arc<MockLakeFs>) -> Arc<Filesystem<MockLakeFs>> {
     let config = FsConfig {
         metadata_ttl: Duration::from_millis(200),
         ..FsConfig::default()

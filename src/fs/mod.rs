@@ -128,6 +128,10 @@ pub struct Filesystem<L: LakeFs> {
     /// Local staging files, opened on the first write.
     staging: Mutex<Option<Arc<crate::staging::StagingDir>>>,
     next_staged: AtomicU64,
+    /// Uploads started by `close` that have not finished (write-back, see [`write::background`]).
+    background: write::background::BackgroundUploads,
+    /// This core itself, for tasks that outlive the call that starts them.
+    me: std::sync::Weak<Self>,
 }
 
 impl<L: LakeFs> std::fmt::Debug for Filesystem<L> {
@@ -178,7 +182,7 @@ pub async fn resolve_ref<L: LakeFs>(client: &L, repo: &str, name: &str) -> Resul
 impl<L: LakeFs> Filesystem<L> {
     /// Build the core for `source`. This makes the one request that proves the credentials and the
     /// repository/ref are good, so a bad mount fails before anything is mounted.
-    pub async fn new(client: Arc<L>, source: Source, config: FsConfig) -> FsResult<Self> {
+    pub async fn new(client: Arc<L>, source: Source, config: FsConfig) -> FsResult<Arc<Self>> {
         let (root, root_location) = match &source {
             Source::Server => {
                 client
@@ -224,7 +228,7 @@ impl<L: LakeFs> Filesystem<L> {
             None => None,
         };
         let recovered = write::recover_staging(&config)?;
-        let fs = Self {
+        let fs = Arc::new_cyclic(|me| Self {
             client,
             cache: Arc::new(DataCache::new(MemoryBlockCache::new(config.max_memory), disk)),
             config,
@@ -241,7 +245,9 @@ impl<L: LakeFs> Filesystem<L> {
             writers: Mutex::new(HashMap::new()),
             staging: Mutex::new(recovered.clone()),
             next_staged: AtomicU64::new(1),
-        };
+            background: write::background::BackgroundUploads::default(),
+            me: me.clone(),
+        });
         // An earlier run of this mount crashed with files not uploaded: upload them now, not on first access.
         if let (Some(_), Some(location)) = (&recovered, &fs.root_location) {
             fs.loaded_writer(location).await?;

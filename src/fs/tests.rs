@@ -24,7 +24,7 @@ fn server() -> Arc<MockLakeFs> {
     mock
 }
 
-async fn mount(mock: &Arc<MockLakeFs>, source: &str) -> Filesystem<MockLakeFs> {
+async fn mount(mock: &Arc<MockLakeFs>, source: &str) -> Arc<Filesystem<MockLakeFs>> {
     Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config())
         .await
         .unwrap()
@@ -184,7 +184,7 @@ async fn releasedir_drops_listed_inodes_the_kernel_never_received() {
 }
 
 /// A branch directory of `count` committed objects, listed in pages of 10.
-async fn large_committed_directory(count: usize) -> (Arc<MockLakeFs>, Filesystem<MockLakeFs>) {
+async fn large_committed_directory(count: usize) -> (Arc<MockLakeFs>, Arc<Filesystem<MockLakeFs>>) {
     let mock = server();
     for i in 0..count {
         mock.put_object("repo", "main", &format!("dir/f{i:03}"), "x").unwrap();

@@ -71,6 +71,8 @@ struct MockState {
     bytes_served: u64,
     /// Errors to return instead of serving, per operation, with how many times.
     failures: BTreeMap<String, (LakeFsError, u32)>,
+    /// How long each `upload_file` takes, as over a slow link.
+    upload_delay: std::time::Duration,
     /// Raw listing pages served verbatim, per (repository, ref, prefix): a misbehaving server.
     scripted_listings: BTreeMap<(String, String, String), std::collections::VecDeque<Page<ListEntry>>>,
     /// Multipart uploads in progress: target and parts by number.
@@ -341,6 +343,11 @@ impl MockLakeFs {
     /// Make the next call of `operation` (a trait method's name) fail with `error`.
     pub fn fail_next(&self, operation: &'static str, error: LakeFsError) {
         self.lock().faults.insert(operation, error);
+    }
+
+    /// Make every `upload_file` take `delay` (the upload lands at its end).
+    pub fn set_upload_delay(&self, delay: std::time::Duration) {
+        self.lock().upload_delay = delay;
     }
 
     /// Install a pre-merge hook; `None` removes it.
@@ -875,7 +882,8 @@ impl LakeFs for MockLakeFs {
         file: &std::path::Path,
         metadata: &BTreeMap<String, String>,
     ) -> Result<ObjectInfo> {
-        drop(self.enter("upload_file")?);
+        let delay = self.enter("upload_file")?.upload_delay;
+        tokio::time::sleep(delay).await;
         let data = std::fs::read(file).map_err(|e| LakeFsError::Transport(format!("{}: {e}", file.display())))?;
         self.put_object_with_metadata(repo, branch, path, data, metadata.clone())
     }

@@ -59,6 +59,7 @@ pub fn fs_config(options: &MountOptions) -> FsConfig {
         staging_dir: options.cache_dir.as_ref().map(|dir| dir.join("staging")),
         max_staging: options.max_staging.unwrap_or(defaults.max_staging),
         upload_eager: options.upload_eager,
+        sync_close: options.sync_close,
         ..defaults
     }
 }
@@ -168,13 +169,13 @@ where
         .as_deref()
         .map(log::open_log_file)
         .transpose()?;
-    let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Filesystem<L>> {
+    let start = |runtime: &tokio::runtime::Runtime| -> anyhow::Result<Arc<Filesystem<L>>> {
         let client = Arc::new(make_client(&client_config)?);
         runtime
             .block_on(Filesystem::new(client, source.clone(), fs_config.clone()))
             .map_err(|e| explain_startup_error(e, &request.source, &client_config.endpoint))
     };
-    let fuse_config = |fs: &Filesystem<L>| FuseConfig {
+    let fuse_config = |fs: &Arc<Filesystem<L>>| FuseConfig {
         read_only: fs.is_read_only(),
         allow_other: request.options.allow_other,
         threads: request.options.threads.unwrap_or(16),
@@ -210,13 +211,12 @@ where
 /// mount went live.
 fn serve<L: LakeFs>(
     runtime: tokio::runtime::Runtime,
-    fs: Filesystem<L>,
+    fs: Arc<Filesystem<L>>,
     mountpoint: &Path,
     fuse: &FuseConfig,
     metrics: Option<std::net::SocketAddr>,
     on_mounted: impl FnOnce(Result<(), String>),
 ) -> anyhow::Result<()> {
-    let fs = Arc::new(fs);
     if let Some(address) = metrics {
         let listener = match runtime.block_on(tokio::net::TcpListener::bind(address)) {
             Ok(listener) => listener,
@@ -281,8 +281,28 @@ fn serve<L: LakeFs>(
             let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), done_rx).await });
         }
     }
+    finish_uploads(&runtime, &fs);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// How long an unmounted daemon keeps uploading files closed before the unmount.
+const UNMOUNT_UPLOAD_GRACE: Duration = Duration::from_secs(300);
+
+/// Let background uploads finish after the unmount: the daemon outlives the mount for them. What does not finish
+/// stays in the staging journal, and the next mount of the same branch on this mountpoint uploads it.
+fn finish_uploads<L: crate::lakefs::LakeFs>(runtime: &tokio::runtime::Runtime, fs: &Filesystem<L>) {
+    let running = fs.uploads_running();
+    if running == 0 {
+        return;
+    }
+    tracing::info!(running, "finishing uploads of closed files");
+    if !runtime.block_on(fs.wait_for_uploads(UNMOUNT_UPLOAD_GRACE)) {
+        tracing::warn!(
+            running = fs.uploads_running(),
+            "uploads unfinished at exit; they stay journalled for the next mount of this branch here"
+        );
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -53,6 +53,8 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Upload full parts of a file while it is written (DESIGN §3).
     pub upload_eager: bool,
+    /// `close` waits for the upload and returns its error, instead of uploading in the background.
+    pub sync_close: bool,
     pub allow_other: bool,
     pub debug: bool,
     /// Where a daemonized mount logs (appended); without it, a daemon logs to syslog.
@@ -207,6 +209,7 @@ impl MountOptions {
                 "threads" => self.threads = Some(need()?.parse().map_err(|_| invalid("not a number".into()))?),
                 "read_only" | "ro" => self.read_only = true,
                 "upload_eager" => self.upload_eager = true,
+                "sync_close" => self.sync_close = true,
                 "allow_other" => self.allow_other = true,
                 "debug" => self.debug = true,
                 "log_file" => self.log_file = Some(PathBuf::from(need()?)),
@@ -384,6 +387,9 @@ mod tests {
         assert!(!options.upload_eager);
         options.apply_o("upload_eager").unwrap();
         assert!(options.upload_eager);
+        assert!(!options.sync_close);
+        options.apply_o("sync_close").unwrap();
+        assert!(options.sync_close);
         assert_eq!(options.apply_o("bogus=1"), Err(OptionsError::Unknown("bogus=1".into())));
         assert!(matches!(options.apply_o("uid=abc"), Err(OptionsError::Invalid { .. })));
         assert!(matches!(options.apply_o("endpoint"), Err(OptionsError::Invalid { .. })));

@@ -11,10 +11,11 @@
 //! - [`staging_branch_name`] derives `_fuse-<branch>-<id>` from host, mountpoint, repository and branch, so that a
 //!   mount restarted on the same host and mountpoint finds the staging branch it left and resumes it.
 //!
-//! Crash safety: every `close` that returned 0 has uploaded its file. For the rest - files open for writing, or
-//! whose upload failed - a small journal (`journal.json`, rewritten temp-then-rename) names each local
-//! file with its repository, staging branch, key and metadata. A mount restarted after a crash keeps the journalled
-//! files, and the filesystem uploads them when it loads the branch's staging state ([`StagingDir::take_recovered`]).
+//! Crash safety: a file whose bytes may not be on the staging branch - open for writing, waiting for its
+//! background upload, or whose upload failed - is named in the journal ([`journal`], an append-only log) with its
+//! repository, staging branch, key and metadata until its upload finished. A mount restarted after a crash keeps
+//! the journalled files, and the filesystem uploads them when it loads the branch's staging state
+//! ([`StagingDir::take_recovered`]).
 //! Files the journal does not name are leftovers and are removed when the directory opens.
 //!
 //! Privacy: staged files hold data not yet committed and the journal names repositories and keys, so the mount's

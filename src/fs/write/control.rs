@@ -132,7 +132,7 @@ impl<L: LakeFs> Filesystem<L> {
             .loaded_writer(location)
             .await?
             .ok_or_else(|| FsError::read_only(format!("{} cannot be written", location.name)))?;
-        let _guard = writer.operation.lock().await;
+        let _guard = writer.operation.write().await;
         let kind = match file {
             ControlFile::Commit => OperationKind::Commit,
             ControlFile::Merge => OperationKind::Merge,

@@ -12,14 +12,15 @@
 //! - A staged file keeps its id for life; the kernel's inode for it is `NodeKind::StagedFile { id }`, so renames
 //!   and writes never change the inode the kernel holds.
 //!
-//! Data path: writes land in a [`LocalFile`]; `flush` (every `close`) and `fsync` upload a dirty file to `S` and
-//! return the upload's error. An upload races no write: a generation counter taken before the upload decides
-//! whether the file is still dirty afterwards.
-//! Files that may hold bytes the staging branch lacks (open for writing, or a failed upload) are named in the
-//! staging journal ([`crate::staging`]); a restarted mount uploads them when it loads the branch's overlay.
+//! Data path: writes land in a [`LocalFile`]; `flush` (every `close`) starts the upload of a dirty file to `S` in
+//! the background ([`background`]), `fsync` and the control operations wait for it. An upload races no write: a
+//! generation counter taken before the upload decides whether the file is still dirty afterwards.
+//! Files that may hold bytes the staging branch lacks (open for writing, queued, or a failed upload) are named in
+//! the staging journal ([`crate::staging`]); a restarted mount uploads them when it loads the branch's overlay.
 //!
-//! Operations that change `S` (upload, delete, copy) and the control operations are serialised per branch by an
-//! async mutex; plain data writes are not (they only touch the local file).
+//! Changes of `S` go through the branch's operation lock: uploads hold it shared (and their file's own lock),
+//! deletes, copies and the control operations exclusively; plain data writes take neither (they only touch the
+//! local file).
 //!
 //! Layout: this module holds the model (writers, overlay, staged files, uploads, the journal hooks); `posix` the
 //! POSIX calls on top of it; `control` the `.lakefs/` operations.
@@ -76,6 +77,8 @@ pub(crate) struct StagedFile {
     pub handles: u32,
     /// Its upload in parts while it is written (`-o upload_eager`).
     pub eager: eager::EagerState,
+    /// Held for the whole of an upload, so that two uploads of this file never race.
+    upload_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl StagedFile {
@@ -164,8 +167,9 @@ pub struct BranchWriter {
     state: Mutex<WriteState>,
     /// Serialises loading the overlay.
     load: tokio::sync::Mutex<()>,
-    /// Serialises changes of the staging branch and the control operations.
-    operation: tokio::sync::Mutex<()>,
+    /// Held shared by uploads and exclusively by the other changes of the staging branch (copies, deletes) and
+    /// the control operations (see [`background`]).
+    operation: tokio::sync::RwLock<()>,
 }
 
 impl BranchWriter {
@@ -176,7 +180,7 @@ impl BranchWriter {
             staging,
             state: Mutex::new(WriteState::default()),
             load: tokio::sync::Mutex::new(()),
-            operation: tokio::sync::Mutex::new(()),
+            operation: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -473,6 +477,7 @@ impl<L: LakeFs> Filesystem<L> {
                                     remote: None,
                                     handles: 0,
                                     eager: eager::EagerState::Idle,
+                                    upload_lock: Arc::default(),
                                 },
                             );
                             state.overlay.insert(entry.path, Overlay::Staged(id));
@@ -865,6 +870,7 @@ impl<L: LakeFs> Filesystem<L> {
                 remote,
                 handles: 0,
                 eager: eager::EagerState::Idle,
+                upload_lock: Arc::default(),
             },
         );
         if let Some(Overlay::Staged(old)) = state.overlay.insert(key.to_string(), Overlay::Staged(id)) {
@@ -1015,8 +1021,13 @@ impl<L: LakeFs> Filesystem<L> {
         Ok((writer, id))
     }
 
-    /// Upload staged file `id` to the staging branch if it is dirty. Errors are recorded for `status`.
+    /// Upload staged file `id` to the staging branch if it is dirty. Errors are recorded for `status`. The
+    /// caller holds the branch's operation lock (shared is enough).
     pub(crate) async fn upload(&self, writer: &BranchWriter, id: u64) -> FsResult<()> {
+        let Some(upload_lock) = writer.state().files.get(&id).map(|f| f.upload_lock.clone()) else {
+            return Ok(());
+        };
+        let _uploading = upload_lock.lock().await;
         let snapshot = {
             let state = writer.state();
             match state.files.get(&id) {
@@ -1067,8 +1078,9 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
-    /// Upload every dirty staged file of `writer`.
+    /// Upload every dirty staged file of `writer`, several at a time; the first error, once all finished.
     async fn upload_all(&self, writer: &BranchWriter) -> FsResult<()> {
+        use futures::stream::StreamExt;
         let ids: Vec<u64> = {
             let state = writer.state();
             state
@@ -1080,10 +1092,12 @@ impl<L: LakeFs> Filesystem<L> {
                 })
                 .collect()
         };
-        for id in ids {
-            self.upload(writer, id).await?;
-        }
-        Ok(())
+        let results: Vec<FsResult<()>> = futures::stream::iter(ids)
+            .map(|id| self.upload(writer, id))
+            .buffer_unordered(background::UPLOADS_IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 }
 
@@ -1121,6 +1135,7 @@ pub(crate) fn read_local(local: &LocalFile, offset: u64, size: u32) -> FsResult<
         .map_err(|e| FsError::staging("reading", e))
 }
 
+pub(crate) mod background;
 mod branches;
 pub mod control;
 mod eager;

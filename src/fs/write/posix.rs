@@ -85,7 +85,7 @@ impl<L: LakeFs> Filesystem<L> {
         let metadata = self.permissions_metadata(mode, owner, rdev);
         let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
         {
-            let _guard = writer.operation.lock().await;
+            let _guard = writer.operation.read().await;
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
@@ -290,22 +290,43 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
-    /// `flush` (every `close`) and `fsync`: upload the file if it changed. The upload's error is the caller's.
+    /// `flush` (every `close`): start the file's upload in the background, or with `-o sync_close` upload it
+    /// and return the upload's error (see [`super::background`]).
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        let file = lock(&self.files).get(&fh).cloned();
-        if let Some(file) = file {
-            if let OpenFile::Staged {
+        if self.config.sync_close {
+            return self.fsync(fh).await;
+        }
+        if let Some((writer, id)) = self.written_file(fh) {
+            if writer.state().files.get(&id).is_some_and(|f| f.dirty) {
+                self.upload_later(&writer, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `fsync`: upload the file if it changed, and return the upload's error.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        match self.written_file(fh) {
+            Some((writer, id)) => {
+                let _shared = writer.operation.read().await;
+                self.upload(&writer, id).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The staged file behind handle `fh` when it is open for writing.
+    fn written_file(&self, fh: u64) -> Option<(Arc<BranchWriter>, u64)> {
+        let file = lock(&self.files).get(&fh).cloned()?;
+        match &*file {
+            OpenFile::Staged {
                 writer,
                 id,
                 write: true,
                 ..
-            } = &*file
-            {
-                let _guard = writer.operation.lock().await;
-                return self.upload(writer, *id).await;
-            }
+            } => Some((writer.clone(), *id)),
+            _ => None,
         }
-        Ok(())
     }
 
     /// Bookkeeping when a staged handle closes.
@@ -410,7 +431,7 @@ impl<L: LakeFs> Filesystem<L> {
         };
         if handles == 0 {
             // No close will follow: upload now so the change is on the staging branch when this call returns.
-            let _guard = writer.operation.lock().await;
+            let _guard = writer.operation.read().await;
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
@@ -465,7 +486,7 @@ impl<L: LakeFs> Filesystem<L> {
         metadata.insert(META_SYMLINK_TARGET.to_string(), target.to_string());
         let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
         {
-            let _guard = writer.operation.lock().await;
+            let _guard = writer.operation.read().await;
             self.journal(&writer, id)?;
             self.upload(&writer, id).await?;
         }
@@ -493,7 +514,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
         // The lookup above handed the kernel a reference it does not know about.
         let key = format!("{prefix}{name}");
-        let _guard = writer.operation.lock().await;
+        let _guard = writer.operation.write().await;
         self.delete_key(&writer, &key).await?;
         self.dir_entries_changed(&writer, &prefix);
         if let Some(child) = self.table.child(parent, name) {
@@ -592,7 +613,7 @@ impl<L: LakeFs> Filesystem<L> {
         let src_key = format!("{src_prefix}{name}");
         let dst_key = format!("{dst_prefix}{new_name}");
         Self::check_key(&dst_key)?;
-        let _guard = writer.operation.lock().await;
+        let _guard = writer.operation.write().await;
         if source.attr.kind == FileKind::Directory {
             let (src, dst) = (format!("{src_key}/"), format!("{dst_key}/"));
             if dst.starts_with(&src) {

@@ -12,7 +12,7 @@ use crate::lakefs::{LakeFs, LakeFsError, META_POSIX_PERMISSIONS, META_SYMLINK_TA
 
 struct Harness {
     mock: Arc<MockLakeFs>,
-    fs: Filesystem<MockLakeFs>,
+    fs: Arc<Filesystem<MockLakeFs>>,
     _staging: tempfile::TempDir,
 }
 
@@ -83,9 +83,43 @@ impl Harness {
             }
         };
         self.fs.write(fh, 0, data).await?;
+        self.close(fh).await
+    }
+
+    /// Like [`Self::write_file`], but the upload `close` started may still run when this returns.
+    async fn write_file_in_background(&self, path: &str, data: &[u8]) -> FsResult<()> {
+        self.mkdir_p(path.rsplit_once('/').map_or("", |(dir, _)| dir)).await?;
+        let (parent, name) = self.parent(path).await?;
+        let fh = match self.fs.lookup(parent, &name).await {
+            Ok(entry) => {
+                let mode = OpenMode {
+                    write: true,
+                    truncate: true,
+                };
+                self.fs.open(entry.attr.ino, mode).await?.fh
+            }
+            Err(_) => self.fs.create(parent, &name, 0o644).await?.1.fh,
+        };
+        self.fs.write(fh, 0, data).await?;
         let flushed = self.fs.flush(fh).await;
         self.fs.release(fh);
         flushed
+    }
+
+    /// `close(2)`, then wait for the upload it started in the background, so that a test sees it on the server.
+    async fn close(&self, fh: u64) -> FsResult<()> {
+        let flushed = self.fs.flush(fh).await;
+        self.fs.release(fh);
+        self.settle().await;
+        flushed
+    }
+
+    /// Wait for the background uploads.
+    async fn settle(&self) {
+        assert!(
+            self.fs.wait_for_uploads(Duration::from_secs(10)).await,
+            "uploads did not finish"
+        );
     }
 
     /// `mkdir -p`.
@@ -113,9 +147,7 @@ impl Harness {
             )
             .await?;
         self.fs.write(opened.fh, offset, data).await?;
-        let flushed = self.fs.flush(opened.fh).await;
-        self.fs.release(opened.fh);
-        flushed
+        self.close(opened.fh).await
     }
 
     async fn cat(&self, path: &str) -> FsResult<Vec<u8>> {
@@ -559,17 +591,86 @@ async fn tags_and_read_only_mounts_refuse_every_change_with_erofs() {
 }
 
 #[tokio::test]
-async fn upload_errors_reach_close_and_status_and_lose_nothing() {
+async fn background_upload_errors_reach_status_fsync_and_commit_and_lose_nothing() {
     let h = harness().await;
     h.write_file("f", b"first").await.unwrap();
     h.mock
         .fail_next("upload_file", LakeFsError::Unavailable("server down".into()));
-    let err = h.write_file("f", b"second").await.unwrap_err();
-    assert_eq!(err.errno, libc::EIO, "{err}");
-    assert!(h.status().await.contains("pending uploads: 1"), "{}", h.status().await);
+    h.write_file("f", b"second")
+        .await
+        .expect("close returns before the upload, so its error is not close's");
+    let status = h.status().await;
+    assert!(status.contains("pending uploads: 1"), "{status}");
+    assert!(status.contains("server down"), "{status}");
     assert_eq!(h.cat("f").await.unwrap(), b"second", "the local bytes stay");
+
+    // fsync uploads and reports the upload's error.
+    let entry = h.walk("f").await.unwrap();
+    let mode = OpenMode {
+        write: true,
+        truncate: false,
+    };
+    let opened = h.fs.open(entry.attr.ino, mode).await.unwrap();
+    h.fs.write(opened.fh, 6, b"!").await.unwrap();
+    h.mock
+        .fail_next("upload_file", LakeFsError::Unavailable("server down".into()));
+    assert_eq!(h.fs.fsync(opened.fh).await.unwrap_err().errno, libc::EIO);
+    h.close(opened.fh).await.unwrap();
+
     h.control("commit", "after the outage").await.unwrap();
-    assert_eq!(h.on("main")["f"], b"second");
+    assert_eq!(h.on("main")["f"], b"second!");
+}
+
+#[tokio::test]
+async fn with_sync_close_upload_errors_reach_close() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let config = FsConfig {
+        sync_close: true,
+        ..config(staging.path())
+    };
+    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
+        .await
+        .unwrap();
+    let (_, opened) = fs.create(InodeNo::ROOT, "f", 0o644).await.unwrap();
+    fs.write(opened.fh, 0, b"data").await.unwrap();
+    mock.fail_next("upload_file", LakeFsError::Unavailable("server down".into()));
+    assert_eq!(fs.flush(opened.fh).await.unwrap_err().errno, libc::EIO);
+    fs.flush(opened.fh).await.unwrap();
+    fs.release(opened.fh);
+    assert_eq!(fs.uploads_running(), 0, "nothing left for the background");
+    let staging_branch = crate::staging::staging_branch_name("test-host", "/mnt/test", "repo", "main");
+    assert_eq!(&mock.snapshot("repo", &staging_branch).unwrap()["f"][..], b"data");
+}
+
+#[tokio::test]
+async fn close_returns_before_the_upload_and_a_commit_waits_for_it() {
+    let h = harness().await;
+    h.mock.set_upload_delay(Duration::from_millis(200));
+    let root = h.walk("").await.unwrap().attr.ino;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let (_, opened) = h.fs.create(root, &format!("f{i}"), 0o644).await.unwrap();
+        h.fs.write(opened.fh, 0, format!("file {i}").as_bytes()).await.unwrap();
+        h.fs.flush(opened.fh).await.unwrap();
+        h.fs.release(opened.fh);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "20 closes waited for uploads: {:?}",
+        started.elapsed()
+    );
+    assert!(h.fs.uploads_running() > 0);
+    assert_eq!(
+        h.cat("f7").await.unwrap(),
+        b"file 7",
+        "read-your-writes before the upload"
+    );
+    h.control("commit", "twenty files").await.unwrap();
+    let main = h.on("main");
+    assert_eq!((0..20).filter(|i| main.contains_key(&format!("f{i}"))).count(), 20);
+    assert_eq!(main["f7"], b"file 7");
 }
 
 #[tokio::test]
@@ -680,7 +781,8 @@ async fn hard_links_are_refused() {
 /// One step of the random model test.
 #[derive(Debug, Clone)]
 enum Step {
-    Write(u8, Vec<u8>),
+    /// Write a whole file; `true`: wait for its background upload, `false`: leave it in flight.
+    Write(u8, Vec<u8>, bool),
     WriteAt(u8, u8, Vec<u8>),
     Truncate(u8, u8),
     Rename(u8, u8),
@@ -693,7 +795,7 @@ fn step() -> impl Strategy<Value = Step> {
     let name = 0u8..4;
     let data = proptest::collection::vec(any::<u8>(), 0..12);
     prop_oneof![
-        3 => (name.clone(), data.clone()).prop_map(|(n, d)| Step::Write(n, d)),
+        3 => (name.clone(), data.clone(), any::<bool>()).prop_map(|(n, d, s)| Step::Write(n, d, s)),
         2 => (name.clone(), 0u8..16, data).prop_map(|(n, o, d)| Step::WriteAt(n, o, d)),
         1 => (name.clone(), 0u8..16).prop_map(|(n, s)| Step::Truncate(n, s)),
         1 => (name.clone(), name.clone()).prop_map(|(a, b)| Step::Rename(a, b)),
@@ -716,15 +818,21 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let h = harness().await;
+            // Uploads left in flight overlap the next steps.
+            h.mock.set_upload_delay(Duration::from_millis(2));
             let mut view: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             let mut committed: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             // `d` exists once made, until a discard drops local directories.
             let mut dir_exists = false;
             for step in steps {
                 match step {
-                    Step::Write(n, data) => {
+                    Step::Write(n, data, settle) => {
                         dir_exists = true;
-                        h.write_file(&key(n), &data).await.unwrap();
+                        if settle {
+                            h.write_file(&key(n), &data).await.unwrap();
+                        } else {
+                            h.write_file_in_background(&key(n), &data).await.unwrap();
+                        }
                         view.insert(key(n), data);
                     }
                     Step::WriteAt(n, offset, data) => {
@@ -803,6 +911,7 @@ async fn files_not_uploaded_at_a_crash_are_uploaded_by_the_restarted_mount() {
     fs.write(closed.fh, 0, b"closed").await.unwrap();
     fs.flush(closed.fh).await.unwrap();
     fs.release(closed.fh);
+    assert!(fs.wait_for_uploads(Duration::from_secs(10)).await);
     let staging_branch = crate::staging::staging_branch_name("test-host", "/mnt/test", "repo", "main");
     assert!(!mock.snapshot("repo", &staging_branch).unwrap().contains_key("open.txt"));
     // kill -9: nothing is dropped, nothing more is uploaded.
@@ -1124,8 +1233,7 @@ async fn upload_eager_sends_full_parts_while_writing_and_the_tail_on_close() {
     settle().await;
     assert_eq!(h.mock.requests("create_multipart"), 1);
     assert_eq!(h.mock.requests("upload_part"), 3, "the full parts went before close");
-    h.fs.flush(opened.fh).await.unwrap();
-    h.fs.release(opened.fh);
+    h.close(opened.fh).await.unwrap();
     assert_eq!(h.mock.requests("upload_part"), 4, "close sent only the tail");
     assert_eq!(h.mock.requests("complete_multipart"), 1);
     assert_eq!(h.mock.requests("upload_file"), 0);
