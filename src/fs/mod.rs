@@ -26,6 +26,7 @@
 
 pub mod attr;
 pub mod config;
+mod empty_prefixes;
 pub mod error;
 pub mod inode;
 pub mod names;
@@ -116,6 +117,8 @@ pub struct Filesystem<L: LakeFs> {
     negative: Mutex<LruCache<(InodeNo, String), Validity>>,
     /// Listings of object directories, across handles.
     listings: ListingCache,
+    /// Branch prefixes known to hold nothing: lookups below them need no request.
+    empty_prefixes: empty_prefixes::EmptyPrefixes,
     /// The kernel's page cache, once the adapter has a session to reach it through.
     kernel_pages: std::sync::OnceLock<Arc<dyn KernelPageCache>>,
     cache: Arc<DataCache>,
@@ -237,6 +240,7 @@ impl<L: LakeFs> Filesystem<L> {
             table: InodeTable::new(root),
             negative: Mutex::new(LruCache::new(negative_capacity)),
             listings: ListingCache::new(LISTING_CACHE_CHILDREN),
+            empty_prefixes: empty_prefixes::EmptyPrefixes::default(),
             kernel_pages: std::sync::OnceLock::new(),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
@@ -489,6 +493,11 @@ impl<L: LakeFs> Filesystem<L> {
             }
         }
         let read_ref = location.read_ref();
+        if self.branch_prefix_is_empty(location, prefix).await? {
+            return Err(FsError::not_found(format!(
+                "{key} (nothing below {prefix} on {read_ref})"
+            )));
+        }
         let sub_prefix = format!("{key}/");
         let list = ListRequest {
             prefix: sub_prefix.clone(),
@@ -496,12 +505,18 @@ impl<L: LakeFs> Filesystem<L> {
             delimited: true,
             amount: 1,
         };
+        let asked_at = self.empty_prefixes.generation();
         let (stat, listing) = futures::join!(
             self.client.stat_object(&location.repo, read_ref, &key),
             self.client.list_objects(&location.repo, read_ref, &list)
         );
         let validity = self.validity(Some(location));
         let listing = listing.map_err(|e| FsError::lakefs(format!("listing {sub_prefix}"), e))?;
+        if listing.items.is_empty() && !location.is_immutable() {
+            let until = Instant::now() + self.config.metadata_ttl;
+            self.empty_prefixes
+                .record(&location.repo, read_ref, &sub_prefix, until, asked_at);
+        }
         let dir_in_view = match &writer {
             Some(writer) if !listing.items.is_empty() => self.view_allows_dir(writer, location, &sub_prefix).await?,
             _ => !listing.items.is_empty(),
@@ -516,6 +531,41 @@ impl<L: LakeFs> Filesystem<L> {
         }
         let object = stat.map_err(|e| FsError::lakefs(format!("{key} on {}", location.name), e))?;
         Ok(self.bind_object(dir.ino, name, location, object, validity))
+    }
+
+    /// Whether `prefix` of a branch is known to hold nothing (see [`empty_prefixes`]); a stale entry costs one
+    /// listing to confirm.
+    async fn branch_prefix_is_empty(&self, location: &RefLocation, prefix: &str) -> FsResult<bool> {
+        if location.is_immutable() || prefix.is_empty() {
+            return Ok(false);
+        }
+        let (repo, branch) = (&location.repo, location.read_ref());
+        match self.empty_prefixes.check(repo, branch, prefix, Instant::now()) {
+            empty_prefixes::Emptiness::Empty => Ok(true),
+            empty_prefixes::Emptiness::Unknown => Ok(false),
+            empty_prefixes::Emptiness::Stale => {
+                let asked_at = self.empty_prefixes.generation();
+                let list = ListRequest {
+                    prefix: prefix.to_string(),
+                    after: String::new(),
+                    delimited: true,
+                    amount: 1,
+                };
+                let listing = self
+                    .client
+                    .list_objects(repo, branch, &list)
+                    .await
+                    .map_err(|e| FsError::lakefs(format!("listing {prefix}"), e))?;
+                if listing.items.is_empty() {
+                    let until = Instant::now() + self.config.metadata_ttl;
+                    self.empty_prefixes.record(repo, branch, prefix, until, asked_at);
+                    Ok(true)
+                } else {
+                    self.empty_prefixes.forget(repo, branch, prefix);
+                    Ok(false)
+                }
+            }
+        }
     }
 
     fn bind_object(

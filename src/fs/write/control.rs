@@ -171,6 +171,7 @@ impl<L: LakeFs> Filesystem<L> {
         // Whatever happened, the mount's view may have changed: drop cached misses.
         lock(&self.negative).clear();
         self.listings.clear();
+        self.empty_prefixes.clear();
         result.map(|_| ())
     }
 
@@ -389,6 +390,8 @@ impl<L: LakeFs> Filesystem<L> {
     /// uploads set it: clean when the commit's upload sent the current bytes, still dirty when the file was written
     /// (or created) while the commit ran - those bytes are not in the commit and its close must upload them.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
+        // The branch now has what the overlay showed: no prefix may still count as empty once the overlay is gone.
+        self.empty_prefixes.clear();
         let mut state = writer.state();
         state.retired.clear();
         let overlay = std::mem::take(&mut state.overlay);

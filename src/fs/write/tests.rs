@@ -1347,3 +1347,42 @@ async fn a_truncating_open_of_a_file_deleted_meanwhile_starts_it_afresh() {
         "not committed yet"
     );
 }
+
+#[tokio::test]
+async fn new_names_in_a_directory_empty_on_the_branch_need_no_requests_until_the_ttl_ends() {
+    let mock = Arc::new(MockLakeFs::new());
+    mock.create_repository("repo", "main");
+    let staging = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_millis(300);
+    let config = FsConfig {
+        metadata_ttl: ttl,
+        ..config(staging.path())
+    };
+    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(InodeNo::ROOT, "new").await.unwrap_err().errno, libc::ENOENT);
+    let dir = fs.mkdir(InodeNo::ROOT, "new").await.unwrap().attr.ino;
+    let (stats, lists) = (mock.requests("stat_object"), mock.requests("list_objects"));
+    for i in 0..50 {
+        let name = format!("f{i}");
+        assert_eq!(fs.lookup(dir, &name).await.unwrap_err().errno, libc::ENOENT);
+        let (_, opened) = fs.create(dir, &name, 0o644).await.unwrap();
+        fs.flush(opened.fh).await.unwrap();
+        fs.release(opened.fh);
+    }
+    assert_eq!(
+        (mock.requests("stat_object"), mock.requests("list_objects")),
+        (stats, lists),
+        "lookups below a directory known empty asked the server"
+    );
+    // Another client writes below it: visible once the emptiness is older than the TTL (one listing).
+    mock.put_object("repo", "main", "new/theirs", "x").unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(fs.lookup(dir, "theirs").await.unwrap().attr.size, 1);
+    assert_eq!(
+        fs.lookup(dir, "f7").await.unwrap().attr.size,
+        0,
+        "own files come from the overlay"
+    );
+}
