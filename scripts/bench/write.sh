@@ -6,25 +6,27 @@
 # (mounts, drops caches); installs s3fs, rclone and fuse3 when missing. Unmounts everything on exit.
 #   scripts/bench/write.sh [FILE_MIB] [SMALL_FILES]
 # defaults: one 1024 MiB file; 10000 files of 4 KiB.
-# Environment: EXTRA_FUSE_OPTS: -o options of a second lakefs-fuse column, "lakefs-fuse-x" (default upload_eager;
-# empty for none); OP_TIMEOUT bounds each job (seconds, default 600); TOOLS: the peers to run (default "s3fs rclone";
-# empty for lakefs-fuse only, e.g. for a quick A/B of two builds with LAKEFS_FUSE_BIN).
+# Environment: EXTRA_FUSE_OPTS: -o options of a second lakefs-fuse column, "lakefs-fuse-x" (default
+# "sync_close,upload_eager=off": each file uploaded whole in its close; empty for none); OP_TIMEOUT bounds each
+# job (seconds, default 600); TOOLS: the peers to run (default "s3fs rclone"; empty for lakefs-fuse only, e.g. for
+# a quick A/B of two builds with LAKEFS_FUSE_BIN).
 #
 # What is timed (wall clock), for every tool alike:
 #   big:   `dd bs=1M conv=fsync` of a file already in the page cache into the mount, including close, and then
 #          until the object is visible on the server with its full size (lakefs-fuse: on its staging branch;
-#          s3fs and rclone: on their branch). s3fs and lakefs-fuse upload during fsync/close, so the wait adds
+#          s3fs and rclone: on their branch). s3fs and lakefs-fuse upload by the end of fsync, so the wait adds
 #          nothing; rclone (--vfs-cache-mode writes --vfs-write-back 0s) uploads after close, and the wait counts
 #          its upload.
 #   small: one process (python3) creating SMALL_FILES files of 4 KiB in one new directory, each open-write-close;
 #          lakefs-fuse then also commits (`echo msg > .lakefs/commit`, which merges into the branch), the peers
-#          are timed until every file is listed on the server (again only rclone uploads after close).
+#          are timed until every file is listed on the server. lakefs-fuse and rclone upload after close (the
+#          commit waits for lakefs-fuse's uploads); s3fs uploads in close.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 file_mib=${1:-1024}
 small=${2:-10000}
 op_timeout=${OP_TIMEOUT:-600}
-extra=${EXTRA_FUSE_OPTS-upload_eager}
+extra=${EXTRA_FUSE_OPTS-sync_close,upload_eager=off}
 work=$(mktemp -d /tmp/lakefs-bench-write.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ep=http://127.0.0.1:$port

@@ -121,7 +121,8 @@ pub struct FsConfig {
     pub mountpoint: String,
     /// The lakeFS API endpoint, for `.lakefs/status.json` only.
     pub endpoint: String,
-    /// Upload a file's full parts while it is still being written (`-o upload_eager`), not all of it on close.
+    /// Upload a file's full parts while it is still being written (`-o upload_eager`, on by default), not all of
+    /// it on close.
     pub upload_eager: bool,
     /// `close` waits for the file's upload and returns its error (`-o sync_close`); otherwise it uploads in the
     /// background.
@@ -151,7 +152,7 @@ impl Default for FsConfig {
             host: crate::staging::host_name(),
             mountpoint: String::new(),
             endpoint: String::new(),
-            upload_eager: false,
+            upload_eager: true,
             sync_close: false,
         }
     }

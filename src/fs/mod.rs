@@ -65,6 +65,8 @@ pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Children of all cached directory listings together, at most (about 300 bytes each).
 const LISTING_CACHE_CHILDREN: usize = 250_000;
+/// Listings of one directory made at most when this mount's commits keep racing them.
+const LISTING_ATTEMPTS: u32 = 4;
 
 /// A name resolved to an inode, with how long the kernel may cache it.
 #[derive(Debug, Clone, PartialEq)]
@@ -738,6 +740,7 @@ impl<L: LakeFs> Filesystem<L> {
 
     async fn list_children(&self, dir: &Arc<Inode>) -> FsResult<Vec<Arc<Inode>>> {
         let mut out = Vec::new();
+        let mut attempts = 0;
         match &dir.kind {
             NodeKind::Server => {
                 let mut after = String::new();
@@ -791,7 +794,12 @@ impl<L: LakeFs> Filesystem<L> {
                 location,
                 prefix,
                 ref_root,
-            } => {
+            } => loop {
+                // A listing fetched before this mount's commit merged, combined with the overlay after the commit
+                // retired it, would show files the mount deleted and lose ones it wrote: such a commit bumps the
+                // listing generation before it retires the overlay, and the listing is made again.
+                let seen = self.listings.generation();
+                attempts += 1;
                 let children = self.directory_listing(location, prefix).await?;
                 let validity = self.validity(Some(location));
                 let mut listed = Vec::new();
@@ -820,9 +828,14 @@ impl<L: LakeFs> Filesystem<L> {
                 }
                 match self.loaded_writer(location).await? {
                     Some(writer) => out = self.overlay_listing(dir, location, &writer, prefix, listed).await?,
-                    None => out.extend(listed.into_iter().map(|(_, inode)| inode)),
+                    None => out = listed.into_iter().map(|(_, inode)| inode).collect(),
                 }
-            }
+                // Bounded, for a branch committed through this mount faster than it can be listed.
+                if self.listings.generation() == seen || attempts == LISTING_ATTEMPTS {
+                    break;
+                }
+                tracing::debug!(prefix, "listing raced a commit of this mount; listing again");
+            },
             NodeKind::ControlDir { location } => {
                 for file in ControlFile::ALL {
                     let kind = NodeKind::ControlFile {

@@ -58,7 +58,7 @@ pub fn fs_config(options: &MountOptions) -> FsConfig {
         // Staged writes live next to the cache when the user chose a cache directory.
         staging_dir: options.cache_dir.as_ref().map(|dir| dir.join("staging")),
         max_staging: options.max_staging.unwrap_or(defaults.max_staging),
-        upload_eager: options.upload_eager,
+        upload_eager: options.upload_eager.unwrap_or(defaults.upload_eager),
         sync_close: options.sync_close,
         ..defaults
     }

@@ -52,7 +52,7 @@ pub struct MountOptions {
     pub threads: Option<usize>,
     pub read_only: bool,
     /// Upload full parts of a file while it is written (DESIGN §3).
-    pub upload_eager: bool,
+    pub upload_eager: Option<bool>,
     /// `close` waits for the upload and returns its error, instead of uploading in the background.
     pub sync_close: bool,
     pub allow_other: bool,
@@ -208,7 +208,13 @@ impl MountOptions {
                 "max_staging" => self.max_staging = Some(parse_size(&need()?).map_err(invalid)?),
                 "threads" => self.threads = Some(need()?.parse().map_err(|_| invalid("not a number".into()))?),
                 "read_only" | "ro" => self.read_only = true,
-                "upload_eager" => self.upload_eager = true,
+                "upload_eager" => {
+                    self.upload_eager = Some(match value {
+                        None | Some("on" | "true" | "1") => true,
+                        Some("off" | "false" | "0") => false,
+                        Some(other) => return Err(invalid(format!("{other:?}: expected on or off"))),
+                    })
+                }
                 "sync_close" => self.sync_close = true,
                 "allow_other" => self.allow_other = true,
                 "debug" => self.debug = true,
@@ -384,9 +390,12 @@ mod tests {
         assert_eq!(options.metadata_ttl, Some(Duration::from_millis(500)));
         assert_eq!(options.max_memory, Some(1 << 30));
         assert!(options.read_only && options.allow_other && !options.debug);
-        assert!(!options.upload_eager);
+        assert_eq!(options.upload_eager, None);
         options.apply_o("upload_eager").unwrap();
-        assert!(options.upload_eager);
+        assert_eq!(options.upload_eager, Some(true));
+        options.apply_o("upload_eager=off").unwrap();
+        assert_eq!(options.upload_eager, Some(false));
+        assert!(options.apply_o("upload_eager=sometimes").is_err());
         assert!(!options.sync_close);
         options.apply_o("sync_close").unwrap();
         assert!(options.sync_close);

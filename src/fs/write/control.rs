@@ -390,8 +390,10 @@ impl<L: LakeFs> Filesystem<L> {
     /// uploads set it: clean when the commit's upload sent the current bytes, still dirty when the file was written
     /// (or created) while the commit ran - those bytes are not in the commit and its close must upload them.
     fn retire_all(&self, writer: &BranchWriter, discard: bool) {
-        // The branch now has what the overlay showed: no prefix may still count as empty once the overlay is gone.
+        // The branch now has what the overlay showed. Before the overlay goes: no prefix may still count as empty,
+        // and a listing fetched before the merge must not be combined with the overlay after it.
         self.empty_prefixes.clear();
+        self.listings.clear();
         let mut state = writer.state();
         state.retired.clear();
         let overlay = std::mem::take(&mut state.overlay);
@@ -407,7 +409,9 @@ impl<L: LakeFs> Filesystem<L> {
             if let Some(info) = state.files.get(&id).map(|f| f.info()) {
                 state.retired.insert(id, Retired { key, info });
             }
-            drop_if_unused(&mut state, id);
+            if let Some(abandoned) = drop_if_unused(&mut state, id) {
+                self.abort_eager(abandoned);
+            }
         }
         if discard {
             state.local_dirs.clear();

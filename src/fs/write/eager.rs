@@ -1,4 +1,4 @@
-//! `-o upload_eager` (DESIGN section 3): upload a staged file's full parts while it is still being written, so
+//! `-o upload_eager` (DESIGN section 3; on by default): upload a staged file's full parts while it is still being written, so
 //! that `close` only has to send the tail and complete the multipart upload.
 //!
 //! After each `write(2)` to a staged file, [`Filesystem::eager_progress`] starts a multipart upload on the staging
@@ -14,10 +14,10 @@
 //! Awkward cases:
 //! - A file renamed, or given reserved metadata (chmod, a symlink target), while parts are out: the metadata
 //!   goes only through the REST upload and the key is the multipart upload's, so it is spoiled too.
-//! - A staged file dropped (unlinked, discarded) with parts out leaves an abandoned multipart upload on the
-//!   server, as any S3 client that dies mid-upload does.
-//! - Failure to start or to send a part is not the writer's problem yet: the file is uploaded whole on close, and
-//!   that upload's error is what close returns.
+//! - A staged file dropped (unlinked, replaced, discarded) with parts out: its multipart upload is aborted. Only
+//!   a mount that dies mid-upload leaves one behind, as any S3 client would.
+//! - Failure to start or to send a part is not the writer's problem yet: the file is uploaded whole when its upload
+//!   runs (after close, or in fsync), and that upload's error is what fsync (or a commit) returns.
 
 use std::sync::Arc;
 
@@ -175,7 +175,7 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
-    fn abort_eager(&self, eager: EagerUpload) {
+    pub(super) fn abort_eager(&self, eager: EagerUpload) {
         let client = self.client.clone();
         tokio::spawn(async move {
             for part in &eager.parts {

@@ -874,7 +874,9 @@ impl<L: LakeFs> Filesystem<L> {
             },
         );
         if let Some(Overlay::Staged(old)) = state.overlay.insert(key.to_string(), Overlay::Staged(id)) {
-            drop_if_unused(&mut state, old);
+            if let Some(abandoned) = drop_if_unused(&mut state, old) {
+                self.abort_eager(abandoned);
+            }
         }
         id
     }
@@ -1117,14 +1119,21 @@ pub(crate) struct Retired {
     pub info: ObjectInfo,
 }
 
-/// Forget staged file `id` unless a handle still holds it (its local bytes go with it).
-fn drop_if_unused(state: &mut WriteState, id: u64) {
-    if state.files.get(&id).is_some_and(|f| f.handles == 0) {
-        if let Some(file) = state.files.remove(&id) {
-            let info = file.info();
-            state.retired.insert(id, Retired { key: file.key, info });
-        }
+/// Forget staged file `id` unless a handle still holds it (its local bytes go with it). Returns its eager upload
+/// if one was running, for the caller to abort (a multipart upload nobody completes would linger on the server).
+#[must_use]
+fn drop_if_unused(state: &mut WriteState, id: u64) -> Option<eager::EagerUpload> {
+    if state.files.get(&id).is_none_or(|f| f.handles != 0) {
+        return None;
     }
+    let mut file = state.files.remove(&id)?;
+    let info = file.info();
+    let eager = match std::mem::take(&mut file.eager) {
+        eager::EagerState::Running(upload) => Some(upload),
+        _ => None,
+    };
+    state.retired.insert(id, Retired { key: file.key, info });
+    eager
 }
 
 /// Bytes of a staged handle's read.

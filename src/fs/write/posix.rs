@@ -336,7 +336,9 @@ impl<L: LakeFs> Filesystem<L> {
             file.handles = file.handles.saturating_sub(1);
         }
         if !state.shows(id) {
-            drop_if_unused(&mut state, id);
+            if let Some(abandoned) = drop_if_unused(&mut state, id) {
+                self.abort_eager(abandoned);
+            }
         }
         drop(state);
         self.journal_if_clean(writer, id);
@@ -533,7 +535,9 @@ impl<L: LakeFs> Filesystem<L> {
             .map_err(|e| FsError::lakefs(format!("deleting {key} on {}", writer.staging), e))?;
         let mut state = writer.state();
         if let Some(Overlay::Staged(old)) = state.overlay.insert(key.to_string(), Overlay::Deleted) {
-            drop_if_unused(&mut state, old);
+            if let Some(abandoned) = drop_if_unused(&mut state, old) {
+                self.abort_eager(abandoned);
+            }
         }
         keep_parent_dir(&mut state, key);
         Ok(())
@@ -717,7 +721,9 @@ impl<L: LakeFs> Filesystem<L> {
                     let mut state = writer.state();
                     if let Some(Overlay::Staged(old)) = state.overlay.insert(dst.to_string(), Overlay::Staged(id)) {
                         if old != id {
-                            drop_if_unused(&mut state, old);
+                            if let Some(abandoned) = drop_if_unused(&mut state, old) {
+                                self.abort_eager(abandoned);
+                            }
                         }
                     }
                     state.overlay.insert(src.to_string(), Overlay::Deleted);

@@ -1386,3 +1386,24 @@ async fn new_names_in_a_directory_empty_on_the_branch_need_no_requests_until_the
         "own files come from the overlay"
     );
 }
+
+#[tokio::test]
+async fn an_eager_upload_of_a_file_deleted_while_written_is_aborted() {
+    use crate::fs::write::eager::EAGER_PART_SIZE;
+    let h = eager_harness().await;
+    let root = h.walk("").await.unwrap().attr.ino;
+    let (_, opened) = h.fs.create(root, "scratch.bin", 0o644).await.unwrap();
+    let data = vec![7u8; (EAGER_PART_SIZE * 2) as usize];
+    h.fs.write(opened.fh, 0, &data).await.unwrap();
+    settle().await;
+    assert_eq!(h.mock.open_multipart_uploads(), 1, "parts went while writing");
+    h.fs.unlink(root, "scratch.bin").await.unwrap();
+    h.close(opened.fh).await.unwrap();
+    settle().await;
+    assert_eq!(h.mock.open_multipart_uploads(), 0, "the abandoned upload was aborted");
+    assert!(!h
+        .mock
+        .snapshot("repo", &h.staging())
+        .unwrap()
+        .contains_key("scratch.bin"));
+}
