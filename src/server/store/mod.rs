@@ -27,6 +27,7 @@
 mod blobs;
 mod commits;
 mod diff;
+mod group;
 mod list;
 mod merge;
 mod meta;
@@ -368,6 +369,8 @@ pub struct Store {
 struct Inner {
     data_dir: PathBuf,
     db: redb::Database,
+    /// Staged writes waiting to share a transaction.
+    group_commit: group::GroupCommit,
 }
 
 /// Upper bound of redb's page cache (its default is 1 GiB, too much for a server that tests start by the dozen).
@@ -384,6 +387,10 @@ fn now() -> i64 {
 impl Store {
     fn db(&self) -> &redb::Database {
         &self.inner.db
+    }
+
+    fn group_commit(&self) -> &group::GroupCommit {
+        &self.inner.group_commit
     }
 }
 
@@ -406,6 +413,7 @@ impl Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
                 db,
+                group_commit: group::GroupCommit::default(),
             }),
         })
     }

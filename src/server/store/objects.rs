@@ -1,10 +1,12 @@
 //! Object reads through a ref view and staged writes on a branch.
 //!
-//! A write touches only the branch's staging area and is one small redb transaction. `If-None-Match: *` checks
+//! A write touches only the branch's staging area. Concurrent writes share one redb transaction (one disk
+//! flush; see [`super::group`]), each still checked and answered on its own. `If-None-Match: *` checks
 //! existence and writes in the same transaction, so two racing creators cannot both succeed. A delete stages a
 //! tombstone only when the head commit has the path; otherwise it just drops the staged entry (lakefs-api.md
 //! §4.5), so a never-committed key leaves nothing behind.
 
+use super::group::StagedPut;
 use super::list;
 use super::meta::{self, Kv, BRANCHES, COMMITS, REPOSITORIES, STAGING, TREES};
 use super::refs::{self, ReadRefs, Resolved};
@@ -73,26 +75,69 @@ impl Store {
         if_none_match: bool,
     ) -> Result<ObjectEntry, StoreError> {
         refs::validate_path(path)?;
-        let value = meta::to_json(&entry)?;
-        let txn = self.db().begin_write()?;
-        {
-            require_repository(&txn.open_table(REPOSITORIES)?, repo)?;
-            let record = require_branch(&txn.open_table(BRANCHES)?, repo, branch)?;
-            let mut staging = txn.open_table(STAGING)?;
-            if if_none_match {
-                let head = head_commit(&txn.open_table(COMMITS)?, repo, &record.head)?;
-                let source = ViewSource {
-                    tree_id: head.meta_range_id,
-                    staging: Some((repo.to_string(), branch.to_string())),
-                };
-                if tree::view_get(&txn.open_table(TREES)?, &staging, &source, path)?.is_some() {
-                    return Err(StoreError::PreconditionFailed("path already exists".to_string()));
+        let put = StagedPut {
+            repo: repo.to_string(),
+            branch: branch.to_string(),
+            path: path.to_string(),
+            value: meta::to_json(&entry)?,
+            if_none_match,
+        };
+        self.group_commit().submit(put, |batch| self.stage_puts(batch))?;
+        Ok(entry)
+    }
+
+    /// Stage every put of `batch` in one transaction: each gets its own result (a missing branch or a failed
+    /// precondition fails only that put), and a failed commit fails them all.
+    fn stage_puts(&self, batch: &[StagedPut]) -> Vec<Result<(), StoreError>> {
+        let staged = || -> Result<Vec<Result<(), StoreError>>, StoreError> {
+            let txn = self.db().begin_write()?;
+            let mut results = Vec::with_capacity(batch.len());
+            {
+                let (repositories, branches, commits) = (
+                    txn.open_table(REPOSITORIES)?,
+                    txn.open_table(BRANCHES)?,
+                    txn.open_table(COMMITS)?,
+                );
+                let (trees, mut staging) = (txn.open_table(TREES)?, txn.open_table(STAGING)?);
+                for put in batch {
+                    let checked = (|| {
+                        require_repository(&repositories, &put.repo)?;
+                        let record = require_branch(&branches, &put.repo, &put.branch)?;
+                        if put.if_none_match {
+                            // Sees the puts of this batch staged before it, as a transaction of its own would.
+                            let head = head_commit(&commits, &put.repo, &record.head)?;
+                            let source = ViewSource {
+                                tree_id: head.meta_range_id,
+                                staging: Some((put.repo.clone(), put.branch.clone())),
+                            };
+                            if tree::view_get(&trees, &staging, &source, &put.path)?.is_some() {
+                                return Err(StoreError::PreconditionFailed("path already exists".to_string()));
+                            }
+                        }
+                        Ok(())
+                    })();
+                    if checked.is_ok() {
+                        staging.insert(
+                            meta::key(&[&put.repo, &put.branch, &put.path]).as_slice(),
+                            put.value.as_slice(),
+                        )?;
+                    }
+                    results.push(checked);
                 }
             }
-            staging.insert(meta::key(&[repo, branch, path]).as_slice(), value.as_slice())?;
+            txn.commit()?;
+            Ok(results)
+        };
+        match staged() {
+            Ok(results) => results,
+            Err(err) => {
+                let message = err.to_string();
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::Internal(message.clone())))
+                    .collect()
+            }
         }
-        txn.commit()?;
-        Ok(entry)
     }
 
     pub(super) fn put_objects_impl(
