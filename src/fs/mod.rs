@@ -601,7 +601,7 @@ impl<L: LakeFs> Filesystem<L> {
         let Some(handle) = lock(&self.dirs).remove(&fh) else {
             return;
         };
-        for item in handle.take_snapshot() {
+        for item in handle.take_snapshot().iter().flat_map(|entries| entries.iter()) {
             if item.entry.name != "." && item.entry.name != ".." {
                 self.table.drop_if_unreferenced(&item.inode);
             }
@@ -632,12 +632,13 @@ impl<L: LakeFs> Filesystem<L> {
             let entries = self.snapshot(&dir).await?;
             handle.set_snapshot(entries);
         }
-        for SnapshotEntry { entry, inode } in handle.entries_from(offset) {
-            if replier.add(&entry) {
+        let (entries, start) = handle.entries_from(offset);
+        for SnapshotEntry { entry, inode } in &entries[start..] {
+            if replier.add(entry) {
                 break;
             }
             if plus && entry.name != "." && entry.name != ".." {
-                self.table.remember(&inode);
+                self.table.remember(inode);
             }
         }
         Ok(())
