@@ -567,6 +567,17 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
+    /// Extended attribute `name` of `ino`: the mount exposes none, and says so with EOPNOTSUPP for every name.
+    /// For the POSIX ACL names this tells `ls -l` and friends that the filesystem has no ACLs at all (they stop
+    /// asking), where "no such attribute" (ENODATA) would be asked again for every file.
+    pub fn getxattr(&self, ino: InodeNo, name: &[u8]) -> FsError {
+        FsError::invalid(format!(
+            "inode {ino}: no extended attribute {:?} (the mount has none)",
+            String::from_utf8_lossy(name)
+        ))
+        .with_errno(libc::EOPNOTSUPP)
+    }
+
     /// The kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: InodeNo, count: u64) {
         self.table.forget(ino, count);
