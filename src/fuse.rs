@@ -262,7 +262,11 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
     /// itself, but reports the POSIX ACL names as ENODATA ("no ACL on this file"), so `ls -l` asks again for
     /// every file; the core's EOPNOTSUPP says the filesystem has no ACLs, which `ls` remembers per filesystem.
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, _size: u32, reply: ReplyXattr) {
-        fuse_error!("getxattr", reply, self.fs.getxattr(fs::InodeNo(ino.0), name.as_encoded_bytes()));
+        fuse_error!(
+            "getxattr",
+            reply,
+            self.fs.getxattr(fs::InodeNo(ino.0), name.as_encoded_bytes())
+        );
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
