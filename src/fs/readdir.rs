@@ -130,7 +130,7 @@ pub struct SnapshotEntry {
 #[derive(Debug)]
 pub struct DirHandle {
     pub ino: InodeNo,
-    snapshot: Mutex<Option<Arc<[SnapshotEntry]>>>,
+    snapshot: Mutex<Option<Arc<Vec<SnapshotEntry>>>>,
 }
 
 impl DirHandle {
@@ -141,7 +141,7 @@ impl DirHandle {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<[SnapshotEntry]>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Vec<SnapshotEntry>>>> {
         self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -155,17 +155,17 @@ impl DirHandle {
         for (index, item) in entries.iter_mut().enumerate() {
             item.entry.offset = index as u64 + 1;
         }
-        *self.lock() = Some(entries.into());
+        *self.lock() = Some(Arc::new(entries));
     }
 
     /// The snapshot, leaving the handle empty (on release).
-    pub fn take_snapshot(&self) -> Option<Arc<[SnapshotEntry]>> {
+    pub fn take_snapshot(&self) -> Option<Arc<Vec<SnapshotEntry>>> {
         self.lock().take()
     }
 
     /// The snapshot and the index of cookie `offset` in it (past the end when nothing is left).
-    pub fn entries_from(&self, offset: u64) -> (Arc<[SnapshotEntry]>, usize) {
-        let entries = self.lock().clone().unwrap_or_else(|| Arc::new([]));
+    pub fn entries_from(&self, offset: u64) -> (Arc<Vec<SnapshotEntry>>, usize) {
+        let entries = self.lock().clone().unwrap_or_default();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(entries.len());
         (entries, start)
     }
