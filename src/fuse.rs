@@ -13,7 +13,7 @@ use std::time::Duration;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::error::ErrorLevel;
@@ -256,6 +256,17 @@ impl<L: LakeFs> fuser::Filesystem for FuseFilesystem<L> {
             Ok(()) => reply.ok(),
             Err(err) => fuse_error!("readdirplus", reply, err),
         }
+    }
+
+    /// Answered here, never with fuser's default ENOSYS: after ENOSYS the kernel answers every later getxattr
+    /// itself, but reports the POSIX ACL names as ENODATA ("no ACL on this file"), so `ls -l` asks again for
+    /// every file; the core's EOPNOTSUPP says the filesystem has no ACLs, which `ls` remembers per filesystem.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, _size: u32, reply: ReplyXattr) {
+        fuse_error!(
+            "getxattr",
+            reply,
+            self.fs.getxattr(fs::InodeNo(ino.0), name.as_encoded_bytes())
+        );
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {

@@ -200,6 +200,9 @@ pub struct InodeState {
     pub object: Option<ObjectInfo>,
     pub validity: Validity,
     pub lookup_count: u64,
+    /// A rename or restaging gave this inode's number to a new `Inode`; this one is only what older handles and
+    /// snapshots still hold, and its lookup count is no longer the kernel's.
+    pub superseded: bool,
 }
 
 #[derive(Debug)]
@@ -227,19 +230,23 @@ impl Inode {
 struct Names(HashMap<InodeNo, HashMap<String, InodeNo>>);
 
 impl Names {
-    fn get(&self, key: &(InodeNo, String)) -> Option<&InodeNo> {
-        self.0.get(&key.0)?.get(&key.1)
+    fn get(&self, parent: InodeNo, name: &str) -> Option<&InodeNo> {
+        self.0.get(&parent)?.get(name)
     }
 
-    fn insert(&mut self, key: (InodeNo, String), ino: InodeNo) -> Option<InodeNo> {
-        self.0.entry(key.0).or_default().insert(key.1, ino)
+    fn insert(&mut self, parent: InodeNo, name: &str, ino: InodeNo) -> Option<InodeNo> {
+        let children = self.0.entry(parent).or_default();
+        match children.get_mut(name) {
+            Some(bound) => Some(std::mem::replace(bound, ino)),
+            None => children.insert(name.to_string(), ino),
+        }
     }
 
-    fn remove(&mut self, key: &(InodeNo, String)) -> Option<InodeNo> {
-        let children = self.0.get_mut(&key.0)?;
-        let removed = children.remove(&key.1);
+    fn remove(&mut self, parent: InodeNo, name: &str) -> Option<InodeNo> {
+        let children = self.0.get_mut(&parent)?;
+        let removed = children.remove(name);
         if children.is_empty() {
-            self.0.remove(&key.0);
+            self.0.remove(&parent);
         }
         removed
     }
@@ -249,6 +256,10 @@ impl Names {
             .get(&parent)
             .map(|c| c.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn count(&self, parent: InodeNo) -> usize {
+        self.0.get(&parent).map_or(0, HashMap::len)
     }
 }
 
@@ -275,6 +286,7 @@ impl InodeTable {
                 object: None,
                 validity: Validity::Forever,
                 lookup_count: 1,
+                superseded: false,
             }),
         });
         let mut inodes = HashMap::new();
@@ -299,7 +311,7 @@ impl InodeTable {
     /// The inode currently bound to `name` in `parent`.
     pub fn child(&self, parent: InodeNo, name: &str) -> Option<Arc<Inode>> {
         let inner = self.lock();
-        let ino = inner.names.get(&(parent, name.to_string()))?;
+        let ino = inner.names.get(parent, name)?;
         inner.inodes.get(ino).cloned()
     }
 
@@ -314,8 +326,7 @@ impl InodeTable {
         validity: Validity,
     ) -> Arc<Inode> {
         let mut inner = self.lock();
-        let key = (parent, name.to_string());
-        if let Some(existing) = inner.names.get(&key).and_then(|ino| inner.inodes.get(ino)) {
+        if let Some(existing) = inner.names.get(parent, name).and_then(|ino| inner.inodes.get(ino)) {
             if existing.kind == kind {
                 let mut state = existing.state();
                 state.object = object;
@@ -335,11 +346,12 @@ impl InodeTable {
                 object,
                 validity,
                 lookup_count: 0,
+                superseded: false,
             }),
         });
         inner.inodes.insert(ino, inode.clone());
         // A replaced inode keeps its number until forgotten, but no longer answers to the name.
-        if let Some(old) = inner.names.insert(key, ino) {
+        if let Some(old) = inner.names.insert(parent, name, ino) {
             let unreferenced = inner.inodes.get(&old).is_some_and(|i| i.state().lookup_count == 0);
             if unreferenced && old != InodeNo::ROOT {
                 inner.inodes.remove(&old);
@@ -351,7 +363,7 @@ impl InodeTable {
     /// Drop the binding of `name` in `parent` (the server no longer has it); the inode lives until forgotten.
     pub fn unbind(&self, parent: InodeNo, name: &str) {
         let mut inner = self.lock();
-        if let Some(ino) = inner.names.remove(&(parent, name.to_string())) {
+        if let Some(ino) = inner.names.remove(parent, name) {
             let unreferenced = inner.inodes.get(&ino).is_some_and(|i| i.state().lookup_count == 0);
             if unreferenced && ino != InodeNo::ROOT {
                 inner.inodes.remove(&ino);
@@ -364,12 +376,46 @@ impl InodeTable {
         self.lock().names.children(parent)
     }
 
+    /// How many names are bound in `parent`.
+    pub fn children_count(&self, parent: InodeNo) -> usize {
+        self.lock().names.count(parent)
+    }
+
+    /// Unbind every name in `parent` for which `keep` is false (as [`InodeTable::unbind`] does for one).
+    pub fn unbind_children_except(&self, parent: InodeNo, keep: impl Fn(&str) -> bool) {
+        let mut inner = self.lock();
+        let gone: Vec<String> = match inner.names.0.get(&parent) {
+            Some(children) => children.keys().filter(|name| !keep(name)).cloned().collect(),
+            None => return,
+        };
+        for name in gone {
+            if let Some(ino) = inner.names.remove(parent, &name) {
+                let unreferenced = inner.inodes.get(&ino).is_some_and(|i| i.state().lookup_count == 0);
+                if unreferenced && ino != InodeNo::ROOT {
+                    inner.inodes.remove(&ino);
+                }
+            }
+        }
+    }
+
+    /// [`InodeTable::remember`] for each of `inodes`, under one lock (a readdirplus reply of many entries).
+    pub fn remember_all<'a>(&self, inodes: impl IntoIterator<Item = &'a Arc<Inode>>) {
+        let mut inner = self.lock();
+        for inode in inodes {
+            let mut state = inode.state();
+            // Counted means still in the table (forget removes an inode only at zero, under the table lock),
+            // so the usual case - the kernel still holds the entry from the last listing - skips the map.
+            if state.lookup_count == 0 || state.superseded {
+                inner.inodes.entry(inode.ino).or_insert_with(|| inode.clone());
+            }
+            state.lookup_count += 1;
+        }
+    }
+
     /// The kernel now holds one more reference to `inode`. An inode forgotten since the caller found it (a
     /// `forget` racing this reply) goes back into the table, so the number the kernel receives stays valid.
     pub fn remember(&self, inode: &Arc<Inode>) {
-        let mut inner = self.lock();
-        inner.inodes.entry(inode.ino).or_insert_with(|| inode.clone());
-        inode.state().lookup_count += 1;
+        self.remember_all(std::iter::once(inode));
     }
 
     /// The kernel dropped `count` references to `ino`.
@@ -388,28 +434,30 @@ impl InodeTable {
         }
         drop(state);
         inner.inodes.remove(&ino);
-        let key = (inode.parent, inode.name.clone());
-        if inner.names.get(&key) == Some(&ino) {
-            inner.names.remove(&key);
+        if inner.names.get(inode.parent, &inode.name) == Some(&ino) {
+            inner.names.remove(inode.parent, &inode.name);
         }
     }
 
     /// Drop `inode` if the kernel holds no reference to it (an entry a listing created but never handed out
     /// with a lookup count). Keeps the table from growing with every directory ever listed.
     pub fn drop_if_unreferenced(&self, inode: &Arc<Inode>) {
-        if inode.ino == InodeNo::ROOT {
-            return;
-        }
+        self.drop_all_if_unreferenced(std::iter::once(inode));
+    }
+
+    /// [`InodeTable::drop_if_unreferenced`] for each of `inodes`, under one lock (a directory handle's snapshot).
+    pub fn drop_all_if_unreferenced<'a>(&self, inodes: impl IntoIterator<Item = &'a Arc<Inode>>) {
         let mut inner = self.lock();
-        if inode.state().lookup_count > 0 {
-            return;
-        }
-        if inner.inodes.get(&inode.ino).is_some_and(|i| Arc::ptr_eq(i, inode)) {
-            inner.inodes.remove(&inode.ino);
-        }
-        let key = (inode.parent, inode.name.clone());
-        if inner.names.get(&key) == Some(&inode.ino) {
-            inner.names.remove(&key);
+        for inode in inodes {
+            if inode.ino == InodeNo::ROOT || inode.state().lookup_count > 0 {
+                continue;
+            }
+            if inner.inodes.get(&inode.ino).is_some_and(|i| Arc::ptr_eq(i, inode)) {
+                inner.inodes.remove(&inode.ino);
+            }
+            if inner.names.get(inode.parent, &inode.name) == Some(&inode.ino) {
+                inner.names.remove(inode.parent, &inode.name);
+            }
         }
     }
 
@@ -419,11 +467,11 @@ impl InodeTable {
     pub fn rebind(&self, ino: InodeNo, parent: InodeNo, name: &str, kind: NodeKind) -> Option<Arc<Inode>> {
         let mut inner = self.lock();
         let old = inner.inodes.get(&ino).cloned()?;
-        let old_key = (old.parent, old.name.clone());
-        if inner.names.get(&old_key) == Some(&ino) {
-            inner.names.remove(&old_key);
+        if inner.names.get(old.parent, &old.name) == Some(&ino) {
+            inner.names.remove(old.parent, &old.name);
         }
-        let state = old.state();
+        let mut state = old.state();
+        state.superseded = true;
         let inode = Arc::new(Inode {
             ino,
             parent,
@@ -433,11 +481,12 @@ impl InodeTable {
                 object: state.object.clone(),
                 validity: state.validity,
                 lookup_count: state.lookup_count,
+                superseded: false,
             }),
         });
         drop(state);
         inner.inodes.insert(ino, inode.clone());
-        if let Some(replaced) = inner.names.insert((parent, name.to_string()), ino) {
+        if let Some(replaced) = inner.names.insert(parent, name, ino) {
             let unreferenced = inner.inodes.get(&replaced).is_some_and(|i| i.state().lookup_count == 0);
             if replaced != ino && unreferenced && replaced != InodeNo::ROOT {
                 inner.inodes.remove(&replaced);
@@ -523,6 +572,42 @@ mod tests {
         assert!(table.get(a.ino).is_none());
         table.remember(&a);
         assert_eq!(table.get(a.ino).map(|i| i.ino), Some(a.ino));
+    }
+
+    #[test]
+    fn remembering_an_inode_superseded_by_a_rename_restores_its_number_once_forgotten() {
+        let table = InodeTable::new(NodeKind::Server);
+        let old = table.upsert(InodeNo::ROOT, "f", file("c1"), None, Validity::Forever);
+        table.remember(&old);
+        let renamed = table.rebind(old.ino, InodeNo::ROOT, "g", file("c1")).unwrap();
+        table.forget(renamed.ino, 1);
+        assert!(table.get(old.ino).is_none());
+        // An older snapshot hands the number out again through the superseded inode.
+        table.remember_all([&old]);
+        assert!(
+            table.get(old.ino).is_some(),
+            "the number the kernel receives stays valid"
+        );
+    }
+
+    #[test]
+    fn batch_remember_and_drop_count_each_inode() {
+        let table = InodeTable::new(NodeKind::Server);
+        let inodes: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|name| table.upsert(InodeNo::ROOT, name, file(name), None, Validity::Forever))
+            .collect();
+        table.remember_all(&inodes[..2]);
+        table.remember_all(&inodes[..1]);
+        table.drop_all_if_unreferenced(&inodes);
+        assert_eq!(table.children_count(InodeNo::ROOT), 2, "c was never handed out");
+        table.forget(inodes[1].ino, 1);
+        assert!(table.get(inodes[1].ino).is_none());
+        table.forget(inodes[0].ino, 1);
+        assert!(table.get(inodes[0].ino).is_some(), "a was handed out twice");
+        table.unbind_children_except(InodeNo::ROOT, |name| name != "a");
+        assert_eq!(table.children_count(InodeNo::ROOT), 0);
+        assert!(table.get(inodes[0].ino).is_some(), "unbinding keeps a held inode");
     }
 
     #[test]

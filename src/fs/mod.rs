@@ -34,7 +34,7 @@ pub mod prefetch;
 pub mod readdir;
 pub mod write;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -625,6 +625,17 @@ impl<L: LakeFs> Filesystem<L> {
         }
     }
 
+    /// Extended attribute `name` of `ino`: the mount exposes none, and says so with EOPNOTSUPP for every name.
+    /// For the POSIX ACL names this tells `ls -l` and friends that the filesystem has no ACLs at all (they stop
+    /// asking), where "no such attribute" (ENODATA) would be asked again for every file.
+    pub fn getxattr(&self, ino: InodeNo, name: &[u8]) -> FsError {
+        FsError::invalid(format!(
+            "inode {ino}: no extended attribute {:?} (the mount has none)",
+            String::from_utf8_lossy(name)
+        ))
+        .with_errno(libc::EOPNOTSUPP)
+    }
+
     /// The kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: InodeNo, count: u64) {
         self.table.forget(ino, count);
@@ -659,10 +670,11 @@ impl<L: LakeFs> Filesystem<L> {
         let Some(handle) = lock(&self.dirs).remove(&fh) else {
             return;
         };
-        for item in handle.take_snapshot() {
-            if item.entry.name != "." && item.entry.name != ".." {
-                self.table.drop_if_unreferenced(&item.inode);
-            }
+        if let Some(entries) = handle.take_snapshot() {
+            let children = entries
+                .iter()
+                .filter(|item| item.entry.name != "." && item.entry.name != "..");
+            self.table.drop_all_if_unreferenced(children.map(|item| &item.inode));
         }
     }
 
@@ -690,13 +702,19 @@ impl<L: LakeFs> Filesystem<L> {
             let entries = self.snapshot(&dir).await?;
             handle.set_snapshot(entries);
         }
-        for SnapshotEntry { entry, inode } in handle.entries_from(offset) {
-            if replier.add(&entry) {
+        let (entries, start) = handle.entries_from(offset);
+        let mut added = 0;
+        for SnapshotEntry { entry, .. } in &entries[start..] {
+            if replier.add(entry) {
                 break;
             }
-            if plus && entry.name != "." && entry.name != ".." {
-                self.table.remember(&inode);
-            }
+            added += 1;
+        }
+        if plus {
+            let handed_out = entries[start..start + added]
+                .iter()
+                .filter(|item| item.entry.name != "." && item.entry.name != "..");
+            self.table.remember_all(handed_out.map(|item| &item.inode));
         }
         Ok(())
     }
@@ -717,25 +735,46 @@ impl<L: LakeFs> Filesystem<L> {
                 inode: inode.clone(),
             }
         };
-        let mut entries = vec![item(dir, "."), item(&parent, "..")];
         let children = self.list_children(dir).await?;
-        let listed: BTreeSet<&str> = children.iter().map(|c| c.name.as_str()).collect();
-        // Pinned refs under a repository and control entries are never listed, only looked up.
-        let keeps_unlisted = matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
-        for name in self.table.children_names(dir.ino) {
-            if !listed.contains(name.as_str()) && !keeps_unlisted && name != CONTROL_DIR {
-                // Gone from the server.
-                self.table.unbind(dir.ino, &name);
-            }
-        }
-        {
-            let mut negative = lock(&self.negative);
-            for child in &children {
-                negative.pop(&(dir.ino, child.name.clone()));
-            }
-        }
+        self.forget_unlisted(dir, &children);
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push(item(dir, "."));
+        entries.push(item(&parent, ".."));
         entries.extend(children.iter().map(|child| item(child, &child.name)));
         Ok(entries)
+    }
+
+    /// After a listing of `dir` bound every listed child: unbind the names it no longer lists and drop cached
+    /// misses of names it does list. Both cost nothing per entry in the usual case (no name gone, no miss cached
+    /// in `dir`), which matters for directories of many thousands of entries listed again and again.
+    fn forget_unlisted(&self, dir: &Inode, children: &[Arc<Inode>]) {
+        let listed = || children.iter().map(|c| c.name.as_str()).collect::<HashSet<&str>>();
+        // Pinned refs under a repository and control entries are never listed, only looked up.
+        let keeps_unlisted = matches!(dir.kind, NodeKind::Repository { .. } | NodeKind::ControlDir { .. });
+        if !keeps_unlisted {
+            // Every listed child is bound now, so equal counts mean nothing else is.
+            let control_dir = usize::from(self.table.child(dir.ino, CONTROL_DIR).is_some());
+            if self.table.children_count(dir.ino) != children.len() + control_dir {
+                let listed = listed();
+                self.table
+                    .unbind_children_except(dir.ino, |name| name == CONTROL_DIR || listed.contains(name));
+            }
+        }
+        let mut negative = lock(&self.negative);
+        let misses: Vec<String> = negative
+            .iter()
+            .filter(|((parent, _), _)| *parent == dir.ino)
+            .map(|((_, name), _)| name.clone())
+            .collect();
+        if misses.is_empty() {
+            return;
+        }
+        let listed = listed();
+        for name in misses {
+            if listed.contains(name.as_str()) {
+                negative.pop(&(dir.ino, name));
+            }
+        }
     }
 
     async fn list_children(&self, dir: &Arc<Inode>) -> FsResult<Vec<Arc<Inode>>> {
@@ -802,9 +841,8 @@ impl<L: LakeFs> Filesystem<L> {
                 attempts += 1;
                 let children = self.directory_listing(location, prefix).await?;
                 let validity = self.validity(Some(location));
-                let mut listed = Vec::new();
+                let mut listed = Vec::with_capacity(children.len());
                 for (name, child) in children.iter() {
-                    let (name, child) = (name.clone(), child.clone());
                     if *ref_root && name == CONTROL_DIR {
                         tracing::warn!(
                             repo = location.repo,
@@ -820,15 +858,19 @@ impl<L: LakeFs> Filesystem<L> {
                                 prefix: format!("{prefix}{name}/"),
                                 ref_root: false,
                             };
-                            self.table.upsert(dir.ino, &name, kind, None, validity)
+                            self.table.upsert(dir.ino, name, kind, None, validity)
                         }
-                        Child::Object(object) => self.bind_object(dir.ino, &name, location, object, validity),
+                        Child::Object(object) => self.bind_object(dir.ino, name, location, object.clone(), validity),
                     };
-                    listed.push((name, inode));
+                    listed.push(inode);
                 }
                 match self.loaded_writer(location).await? {
-                    Some(writer) => out = self.overlay_listing(dir, location, &writer, prefix, listed).await?,
-                    None => out = listed.into_iter().map(|(_, inode)| inode).collect(),
+                    // The overlay changes only what lies below the prefix; most directories have nothing there.
+                    Some(writer) if writer.has_overlay_below(prefix) => {
+                        let named = listed.into_iter().map(|inode| (inode.name.clone(), inode)).collect();
+                        out = self.overlay_listing(dir, location, &writer, prefix, named).await?;
+                    }
+                    _ => out = listed,
                 }
                 // Bounded, for a branch committed through this mount faster than it can be listed.
                 if self.listings.generation() == seen || attempts == LISTING_ATTEMPTS {

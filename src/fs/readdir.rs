@@ -124,10 +124,13 @@ pub struct SnapshotEntry {
 }
 
 /// An open directory and its snapshot.
+///
+/// The snapshot is shared, not copied, per reply: the kernel reads a large directory in replies of a few dozen
+/// entries, so copying the rest of the snapshot for each one would make reading it quadratic.
 #[derive(Debug)]
 pub struct DirHandle {
     pub ino: InodeNo,
-    snapshot: Mutex<Option<Vec<SnapshotEntry>>>,
+    snapshot: Mutex<Option<Arc<Vec<SnapshotEntry>>>>,
 }
 
 impl DirHandle {
@@ -138,7 +141,7 @@ impl DirHandle {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<SnapshotEntry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Vec<SnapshotEntry>>>> {
         self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -152,23 +155,19 @@ impl DirHandle {
         for (index, item) in entries.iter_mut().enumerate() {
             item.entry.offset = index as u64 + 1;
         }
-        *self.lock() = Some(entries);
+        *self.lock() = Some(Arc::new(entries));
     }
 
     /// The snapshot, leaving the handle empty (on release).
-    pub fn take_snapshot(&self) -> Vec<SnapshotEntry> {
-        self.lock().take().unwrap_or_default()
+    pub fn take_snapshot(&self) -> Option<Arc<Vec<SnapshotEntry>>> {
+        self.lock().take()
     }
 
-    /// Entries from cookie `offset` on.
-    pub fn entries_from(&self, offset: u64) -> Vec<SnapshotEntry> {
-        let guard = self.lock();
-        let entries = guard.as_deref().unwrap_or_default();
-        usize::try_from(offset)
-            .ok()
-            .and_then(|start| entries.get(start..))
-            .map(<[_]>::to_vec)
-            .unwrap_or_default()
+    /// The snapshot and the index of cookie `offset` in it (past the end when nothing is left).
+    pub fn entries_from(&self, offset: u64) -> (Arc<Vec<SnapshotEntry>>, usize) {
+        let entries = self.lock().clone().unwrap_or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(entries.len());
+        (entries, start)
     }
 }
 

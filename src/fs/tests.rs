@@ -183,6 +183,74 @@ async fn releasedir_drops_listed_inodes_the_kernel_never_received() {
     assert_eq!(fs.getattr(kept.ino).await.unwrap().attr.ino, kept.ino);
 }
 
+#[tokio::test]
+async fn readdirplus_in_small_replies_hands_out_every_entry_once_with_one_lookup_each() {
+    let mock = server();
+    for i in 0..100 {
+        mock.put_object("repo", "main", &format!("f{i:03}"), "x").unwrap();
+    }
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    let fh = fs.opendir(InodeNo::ROOT).await.unwrap();
+    let mut got: Vec<DirEntry> = Vec::new();
+    loop {
+        let mut buffer = SmallBuffer {
+            room: 7,
+            got: Vec::new(),
+        };
+        let offset = got.last().map_or(0, |e| e.offset);
+        fs.readdir(InodeNo::ROOT, fh, offset, true, &mut buffer).await.unwrap();
+        if buffer.got.is_empty() {
+            break;
+        }
+        got.extend(buffer.got);
+    }
+    fs.releasedir(fh);
+    let names: Vec<_> = got.iter().map(|e| e.name.clone()).collect();
+    let expected: Vec<_> = [".".to_string(), "..".to_string()]
+        .into_iter()
+        .chain((0..100).map(|i| format!("f{i:03}")))
+        .collect();
+    assert_eq!(names, expected);
+    assert!(
+        got.windows(2).all(|w| w[1].offset == w[0].offset + 1),
+        "cookies are consecutive"
+    );
+    // Each file was handed out once, so one forget each lets it go.
+    for entry in &got[2..] {
+        assert!(fs.table.get(entry.ino).is_some());
+        fs.forget(entry.ino, 1);
+        assert!(
+            fs.table.get(entry.ino).is_none(),
+            "{} counted more than once",
+            entry.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_listing_unbinds_names_gone_and_forgets_misses_of_names_it_shows() {
+    let mock = server();
+    for name in ["a", "b", "c"] {
+        mock.put_object("repo", "main", name, "x").unwrap();
+    }
+    let fs = mount(&mock, "lakefs://repo/main").await;
+    assert_eq!(walk(&fs, "later").await.unwrap_err().errno, libc::ENOENT);
+    let b = fs.lookup(InodeNo::ROOT, "b").await.unwrap();
+    mock.put_object("repo", "main", "later", "now").unwrap();
+    mock.delete_object("repo", "main", "b").unwrap();
+    assert_eq!(list(&fs, InodeNo::ROOT).await, ["a", "c", "later"]);
+    assert!(
+        fs.table.child(InodeNo::ROOT, "b").is_none(),
+        "b is gone from the server"
+    );
+    assert!(fs.table.get(b.attr.ino).is_some(), "the kernel still holds b's inode");
+    assert_eq!(
+        walk(&fs, "later").await.unwrap().attr.size,
+        3,
+        "the listing showed `later`: the cached miss is gone"
+    );
+}
+
 /// A branch directory of `count` committed objects, listed in pages of 10.
 async fn large_committed_directory(count: usize) -> (Arc<MockLakeFs>, Arc<Filesystem<MockLakeFs>>) {
     let mock = server();

@@ -310,9 +310,9 @@ impl<L: LakeFs> FaultyLakeFs<L> {
         let injected = |what: &str| format!("{operation}: {what} (injected)");
         match draw.fault {
             None => call.await,
-            Some(Fault::ServerError) => Err(LakeFsError::Unavailable(injected("HTTP 500"))),
-            Some(Fault::Unavailable) => Err(LakeFsError::Unavailable(injected("HTTP 503"))),
-            Some(Fault::SlowDown) => Err(LakeFsError::RateLimited(injected("SlowDown"))),
+            Some(Fault::ServerError) => Err(LakeFsError::Unavailable(injected("HTTP 500").into())),
+            Some(Fault::Unavailable) => Err(LakeFsError::Unavailable(injected("HTTP 503").into())),
+            Some(Fault::SlowDown) => Err(LakeFsError::RateLimited(injected("SlowDown").into())),
             Some(Fault::Stall(delay)) => {
                 tokio::time::sleep(delay).await;
                 call.await

@@ -317,7 +317,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(err: SdkError<E>) -> Lake
                 .or(service.err().code())
                 .unwrap_or("")
                 .to_string();
-            LakeFsError::from_status(status, message)
+            LakeFsError::from_response(status, message, service.raw().headers().get("retry-after"))
         }
         SdkError::ResponseError(_) => LakeFsError::Protocol(format!("{err:?}")),
         _ => LakeFsError::Protocol(format!("{err:?}")),

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -51,9 +52,9 @@ pub enum LakeFsError {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("rate limited: {0}")]
-    RateLimited(String),
+    RateLimited(Refusal),
     #[error("server unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Refusal),
     #[error("request timed out: {0}")]
     Timeout(String),
     #[error("transport error: {0}")]
@@ -71,6 +72,26 @@ impl LakeFsError {
         )
     }
 
+    /// How long the server asked to be left alone before the next attempt (`Retry-After` on a 429 or 5xx).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited(refusal) | Self::Unavailable(refusal) => refusal.retry_after,
+            _ => None,
+        }
+    }
+
+    /// [`LakeFsError::from_status`], keeping the response's `Retry-After` header for the retry policy. Only
+    /// the delta-seconds form is understood; an HTTP date is ignored (the policy's own backoff applies).
+    pub fn from_response(status: u16, message: String, retry_after: Option<&str>) -> Self {
+        let mut err = Self::from_status(status, message);
+        if let Self::RateLimited(refusal) | Self::Unavailable(refusal) = &mut err {
+            refusal.retry_after = retry_after
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+        }
+        err
+    }
+
     /// Classify an HTTP status (with the server's message) by meaning.
     pub fn from_status(status: u16, message: String) -> Self {
         match status {
@@ -80,10 +101,42 @@ impl LakeFsError {
             404 | 410 => Self::NotFound(message),
             409 => Self::Conflict(message),
             412 => Self::PreconditionFailed(message),
-            429 => Self::RateLimited(message),
-            500..=599 => Self::Unavailable(format!("HTTP {status}: {message}")),
+            429 => Self::RateLimited(message.into()),
+            500..=599 => Self::Unavailable(format!("HTTP {status}: {message}").into()),
             _ => Self::Protocol(format!("HTTP {status}: {message}")),
         }
+    }
+}
+
+/// A transient refusal (429, 5xx): the server's message and, if it said, how long to wait before asking again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(wait) = self.retry_after {
+            write!(f, " (retry after {wait:?})")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
     }
 }
 

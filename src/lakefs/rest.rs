@@ -218,11 +218,12 @@ impl RestClient {
     async fn send_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        let retry_after = retry_after_header(&response);
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             serde_json::from_slice(&body).map_err(|e| LakeFsError::Protocol(format!("invalid JSON from server: {e}")))
         } else {
-            Err(error_from_body(status, &body))
+            Err(error_from_response(status, retry_after.as_deref(), &body))
         }
     }
 
@@ -333,11 +334,12 @@ impl RestClient {
     async fn send_empty(&self, request: RequestBuilder) -> Result<()> {
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        let retry_after = retry_after_header(&response);
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             Ok(())
         } else {
-            Err(error_from_body(status, &body))
+            Err(error_from_response(status, retry_after.as_deref(), &body))
         }
     }
 
@@ -411,6 +413,7 @@ impl RestClient {
             .json(&body);
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        let retry_after = retry_after_header(&response);
         let bytes = response.bytes().await.map_err(transport_error)?;
         if status == StatusCode::CONFLICT {
             // lakeFS answers a conflict with a MergeResult body, not an error message.
@@ -419,7 +422,7 @@ impl RestClient {
             )));
         }
         if !status.is_success() {
-            return Err(error_from_body(status, &bytes));
+            return Err(error_from_response(status, retry_after.as_deref(), &bytes));
         }
         let merged: MergeJson = serde_json::from_slice(&bytes)
             .map_err(|e| LakeFsError::Protocol(format!("invalid merge response: {e}")))?;
@@ -490,11 +493,18 @@ impl RestClient {
     }
 }
 
-fn error_from_body(status: StatusCode, body: &[u8]) -> LakeFsError {
+/// The error a failed response stands for; `retry_after` is its `Retry-After` header, if any.
+fn error_from_response(status: StatusCode, retry_after: Option<&str>, body: &[u8]) -> LakeFsError {
     let message = serde_json::from_slice::<ErrorJson>(body)
         .map(|e| e.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(512).collect());
-    LakeFsError::from_status(status.as_u16(), message)
+    LakeFsError::from_response(status.as_u16(), message, retry_after)
+}
+
+/// A response's `Retry-After` header, read before its body consumes it.
+fn retry_after_header(response: &reqwest::Response) -> Option<String> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    value.to_str().ok().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -522,17 +532,30 @@ mod tests {
 
     #[test]
     fn error_bodies_keep_the_server_message() {
-        let err = error_from_body(StatusCode::NOT_FOUND, br#"{"message":"branch not found"}"#);
+        let err = error_from_response(StatusCode::NOT_FOUND, None, br#"{"message":"branch not found"}"#);
         assert!(
             matches!(err, LakeFsError::NotFound(ref m) if m == "branch not found"),
             "{err:?}"
         );
-        let err = error_from_body(StatusCode::UNAUTHORIZED, b"plain text");
+        let err = error_from_response(StatusCode::UNAUTHORIZED, None, b"plain text");
         assert!(
             matches!(err, LakeFsError::Unauthorized(ref m) if m == "plain text"),
             "{err:?}"
         );
-        assert!(error_from_body(StatusCode::BAD_GATEWAY, b"").is_transient());
+        assert!(error_from_response(StatusCode::BAD_GATEWAY, None, b"").is_transient());
+        let throttled = error_from_response(StatusCode::TOO_MANY_REQUESTS, Some(" 7 "), b"slow down");
+        assert_eq!(throttled.retry_after(), Some(std::time::Duration::from_secs(7)));
+        let dated = error_from_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            b"",
+        );
+        assert_eq!(dated.retry_after(), None, "dates fall back to the policy's backoff");
+        assert_eq!(
+            error_from_response(StatusCode::NOT_FOUND, Some("7"), b"").retry_after(),
+            None,
+            "only transient refusals carry a wait"
+        );
     }
 
     #[test]

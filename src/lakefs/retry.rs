@@ -76,6 +76,21 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(min_ms..=cap_ms))
     }
 
+    /// The wait before retrying after attempt `attempt` failed with `err`, `elapsed` into the call: the backoff,
+    /// or longer when the server said how long with `Retry-After` (at most `max_wait`). `None` when that wait
+    /// would run past `operation_timeout`: failing now beats sleeping into the deadline.
+    pub fn wait_before_retry(&self, attempt: u32, err: &LakeFsError, elapsed: Duration) -> Option<Duration> {
+        let backoff = self.backoff(attempt);
+        let wait = match err.retry_after() {
+            Some(asked) => asked.min(self.max_wait).max(backoff),
+            None => backoff,
+        };
+        match self.operation_timeout {
+            Some(limit) if err.retry_after().is_some() && elapsed.saturating_add(wait) >= limit => None,
+            _ => Some(wait),
+        }
+    }
+
     /// Run `attempt` until it succeeds, fails permanently, attempts run out or `operation_timeout` passes.
     pub async fn run<T, F, Fut>(&self, operation: &'static str, attempt: F) -> Result<T>
     where
@@ -98,6 +113,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let started = tokio::time::Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -110,7 +126,10 @@ impl RetryPolicy {
             };
             match result {
                 Err(err) if err.is_transient() && tries < self.max_attempts.max(1) => {
-                    let wait = self.backoff(tries);
+                    let Some(wait) = self.wait_before_retry(tries, &err, started.elapsed()) else {
+                        tracing::debug!(operation, attempt = tries, error = %err, "server asks for a longer wait than the call may take");
+                        return Err(err);
+                    };
                     tracing::debug!(operation, attempt = tries, ?wait, error = %err, "retrying lakeFS request");
                     tokio::time::sleep(wait).await;
                 }
@@ -224,6 +243,82 @@ mod tests {
             bounded.for_transfer(64 << 20).operation_timeout,
             Some(Duration::from_secs(5 + 64))
         );
+    }
+
+    fn throttled(seconds: u64) -> LakeFsError {
+        LakeFsError::from_response(429, "slow down".into(), Some(&seconds.to_string()))
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_wait_up_to_max_wait_and_never_past_the_operation_timeout() {
+        let policy = RetryPolicy {
+            min_wait: Duration::from_millis(10),
+            max_wait: Duration::from_secs(20),
+            ..fast()
+        };
+        let plain = LakeFsError::Unavailable("503".into());
+        assert!(policy.wait_before_retry(1, &plain, Duration::ZERO).unwrap() <= Duration::from_millis(20));
+        assert_eq!(
+            policy.wait_before_retry(1, &throttled(3), Duration::ZERO),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            policy.wait_before_retry(1, &throttled(3600), Duration::ZERO),
+            Some(Duration::from_secs(20)),
+            "capped at max_wait"
+        );
+        let bounded = RetryPolicy {
+            operation_timeout: Some(Duration::from_secs(10)),
+            ..policy
+        };
+        assert_eq!(
+            bounded.wait_before_retry(1, &throttled(3), Duration::from_secs(6)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            bounded.wait_before_retry(1, &throttled(3), Duration::from_secs(8)),
+            None,
+            "the wait would end past the operation timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_waits_as_asked_then_succeeds_or_gives_up_before_its_deadline() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            min_wait: Duration::from_millis(1),
+            max_wait: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(1),
+            operation_timeout: Some(Duration::from_secs(10)),
+        };
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result = policy
+            .run("test", || async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(throttled(1))
+                } else {
+                    Ok(1)
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 1);
+        assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<()> = policy
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(throttled(30))
+            })
+            .await;
+        assert!(
+            matches!(result, Err(LakeFsError::RateLimited(_))),
+            "the server's own error, not a timeout"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -238,6 +238,14 @@ impl BranchWriter {
                 .is_some_and(|d| d.starts_with(prefix))
     }
 
+    /// The overlay holds anything (staged file, deletion, local directory) below `prefix` (ending in `/`).
+    pub(crate) fn has_overlay_below(&self, prefix: &str) -> bool {
+        let state = self.state();
+        let below = |key: Option<&String>| key.is_some_and(|k| k.starts_with(prefix));
+        below(state.overlay.range(prefix.to_string()..).next().map(|(k, _)| k))
+            || below(state.local_dirs.range(prefix.to_string()..).next())
+    }
+
     fn has_deletes_below(&self, prefix: &str) -> bool {
         self.state()
             .overlay
