@@ -29,8 +29,14 @@ fn config(staging: &std::path::Path) -> FsConfig {
 }
 
 async fn harness_on(mock: Arc<MockLakeFs>, source: &str) -> Harness {
+    harness_with(mock, source, |config| config).await
+}
+
+/// A mount of `source` with the test configuration as `change` alters it.
+async fn harness_with(mock: Arc<MockLakeFs>, source: &str, change: impl FnOnce(FsConfig) -> FsConfig) -> Harness {
     let staging = tempfile::tempdir().unwrap();
-    let fs = Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config(staging.path()))
+    let config = change(config(staging.path()));
+    let fs = Filesystem::new(mock.clone(), Source::parse(source).unwrap(), config)
         .await
         .unwrap();
     Harness {
@@ -40,10 +46,15 @@ async fn harness_on(mock: Arc<MockLakeFs>, source: &str) -> Harness {
     }
 }
 
-async fn harness() -> Harness {
+/// A mock server with repository `repo` (default branch `main`).
+fn repo_server() -> Arc<MockLakeFs> {
     let mock = Arc::new(MockLakeFs::new());
     mock.create_repository("repo", "main");
-    harness_on(mock, "lakefs://repo/main").await
+    mock
+}
+
+async fn harness() -> Harness {
+    harness_on(repo_server(), "lakefs://repo/main").await
 }
 
 impl Harness {
@@ -575,16 +586,13 @@ async fn tags_and_read_only_mounts_refuse_every_change_with_erofs() {
     );
     assert_eq!(h.control("commit", "m").await.unwrap_err().errno, libc::EROFS);
 
-    let staging = tempfile::tempdir().unwrap();
-    let read_only = FsConfig {
+    let read_only = harness_with(mock.clone(), "lakefs://repo/main", |c| FsConfig {
         read_only: true,
-        ..config(staging.path())
-    };
-    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), read_only)
-        .await
-        .unwrap();
+        ..c
+    })
+    .await;
     assert_eq!(
-        fs.create(InodeNo::ROOT, "n", 0o644).await.unwrap_err().errno,
+        read_only.fs.create(InodeNo::ROOT, "n", 0o644).await.unwrap_err().errno,
         libc::EROFS
     );
     assert_eq!(mock.is_hidden_branch("repo", &h.staging()), None);
@@ -623,16 +631,12 @@ async fn background_upload_errors_reach_status_fsync_and_commit_and_lose_nothing
 
 #[tokio::test]
 async fn with_sync_close_upload_errors_reach_close() {
-    let mock = Arc::new(MockLakeFs::new());
-    mock.create_repository("repo", "main");
-    let staging = tempfile::tempdir().unwrap();
-    let config = FsConfig {
+    let h = harness_with(repo_server(), "lakefs://repo/main", |c| FsConfig {
         sync_close: true,
-        ..config(staging.path())
-    };
-    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
-        .await
-        .unwrap();
+        ..c
+    })
+    .await;
+    let (fs, mock) = (&h.fs, &h.mock);
     let (_, opened) = fs.create(InodeNo::ROOT, "f", 0o644).await.unwrap();
     fs.write(opened.fh, 0, b"data").await.unwrap();
     mock.fail_next("upload_file", LakeFsError::Unavailable("server down".into()));
@@ -1179,16 +1183,8 @@ async fn mkdir_in_a_repository_creates_a_branch_and_rmdir_of_a_branch_is_refused
 
 #[tokio::test]
 async fn mkdir_of_a_branch_on_a_read_only_mount_is_erofs() {
-    let mock = Arc::new(MockLakeFs::new());
-    mock.create_repository("repo", "main");
-    let staging = tempfile::tempdir().unwrap();
-    let config = FsConfig {
-        read_only: true,
-        ..config(staging.path())
-    };
-    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo").unwrap(), config)
-        .await
-        .unwrap();
+    let h = harness_with(repo_server(), "lakefs://repo", |c| FsConfig { read_only: true, ..c }).await;
+    let (fs, mock) = (&h.fs, &h.mock);
     let err = fs.mkdir(InodeNo::ROOT, "dev").await.unwrap_err();
     assert_eq!(err.errno, libc::EROFS);
     assert_eq!(fs.rmdir(InodeNo::ROOT, "main").await.unwrap_err().errno, libc::EROFS);
@@ -1196,22 +1192,12 @@ async fn mkdir_of_a_branch_on_a_read_only_mount_is_erofs() {
 }
 
 async fn eager_harness() -> Harness {
-    let mock = Arc::new(MockLakeFs::new());
-    mock.create_repository("repo", "main");
-    let staging = tempfile::tempdir().unwrap();
-    let config = FsConfig {
+    harness_with(repo_server(), "lakefs://repo/main", |c| FsConfig {
         upload_eager: true,
         max_staging: 64 << 20,
-        ..config(staging.path())
-    };
-    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
-        .await
-        .unwrap();
-    Harness {
-        mock,
-        fs,
-        _staging: staging,
-    }
+        ..c
+    })
+    .await
 }
 
 /// Let spawned part uploads and aborts run.
@@ -1350,17 +1336,13 @@ async fn a_truncating_open_of_a_file_deleted_meanwhile_starts_it_afresh() {
 
 #[tokio::test]
 async fn new_names_in_a_directory_empty_on_the_branch_need_no_requests_until_the_ttl_ends() {
-    let mock = Arc::new(MockLakeFs::new());
-    mock.create_repository("repo", "main");
-    let staging = tempfile::tempdir().unwrap();
     let ttl = Duration::from_millis(300);
-    let config = FsConfig {
+    let h = harness_with(repo_server(), "lakefs://repo/main", |c| FsConfig {
         metadata_ttl: ttl,
-        ..config(staging.path())
-    };
-    let fs = Filesystem::new(mock.clone(), Source::parse("lakefs://repo/main").unwrap(), config)
-        .await
-        .unwrap();
+        ..c
+    })
+    .await;
+    let (fs, mock) = (&h.fs, &h.mock);
     assert_eq!(fs.lookup(InodeNo::ROOT, "new").await.unwrap_err().errno, libc::ENOENT);
     let dir = fs.mkdir(InodeNo::ROOT, "new").await.unwrap().attr.ino;
     let (stats, lists) = (mock.requests("stat_object"), mock.requests("list_objects"));
