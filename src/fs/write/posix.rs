@@ -81,17 +81,33 @@ impl<L: LakeFs> Filesystem<L> {
         if writer.has_local_below(&format!("{key}/")) {
             return Err(FsError::exists(key));
         }
-        let local = self.new_local(&key)?;
         let metadata = self.permissions_metadata(mode, owner, rdev);
-        let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
+        self.stage_empty_object(parent, name, &writer, &location, &prefix, metadata)
+            .await
+    }
+
+    /// Stage `prefix + name` in directory `parent` as an empty object with `metadata` and upload it at once (no
+    /// close follows a mknod or symlink); returns its entry.
+    async fn stage_empty_object(
+        &self,
+        parent: InodeNo,
+        name: &str,
+        writer: &Arc<BranchWriter>,
+        location: &Arc<RefLocation>,
+        prefix: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> FsResult<Entry> {
+        let key = format!("{prefix}{name}");
+        let local = self.new_local(&key)?;
+        let id = self.insert_staged(writer, &key, Some(local), None, metadata, true);
         {
-            let _guard = writer.operation.read().await;
-            self.journal(&writer, id)?;
-            self.upload(&writer, id).await?;
+            let _shared = writer.operation.read().await;
+            self.journal(writer, id)?;
+            self.upload(writer, id).await?;
         }
-        self.dir_entries_changed(&writer, &prefix);
+        self.dir_entries_changed(writer, prefix);
         self.forget_negative(parent, name);
-        let inode = self.bind_staged(parent, name, &location, &writer, id);
+        let inode = self.bind_staged(parent, name, location, writer, id);
         self.table.remember(&inode);
         Ok(self.entry_of(&inode))
     }
@@ -483,20 +499,9 @@ impl<L: LakeFs> Filesystem<L> {
         let (writer, location, prefix) = self.writable_dir(&dir, "symlink").await?;
         let key = format!("{prefix}{name}");
         Self::check_key(&key)?;
-        let local = self.new_local(&key)?;
-        let mut metadata = BTreeMap::new();
-        metadata.insert(META_SYMLINK_TARGET.to_string(), target.to_string());
-        let id = self.insert_staged(&writer, &key, Some(local), None, metadata, true);
-        {
-            let _guard = writer.operation.read().await;
-            self.journal(&writer, id)?;
-            self.upload(&writer, id).await?;
-        }
-        self.dir_entries_changed(&writer, &prefix);
-        self.forget_negative(parent, name);
-        let inode = self.bind_staged(parent, name, &location, &writer, id);
-        self.table.remember(&inode);
-        Ok(self.entry_of(&inode))
+        let metadata = BTreeMap::from([(META_SYMLINK_TARGET.to_string(), target.to_string())]);
+        self.stage_empty_object(parent, name, &writer, &location, &prefix, metadata)
+            .await
     }
 
     pub(crate) fn staged_symlink_target(&self, location: &RefLocation, id: u64, inode: &Inode) -> FsResult<String> {
