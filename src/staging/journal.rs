@@ -188,16 +188,7 @@ fn write_compacted(dir: &Path, live: &BTreeMap<String, PendingUpload>) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn upload(key: &str) -> PendingUpload {
-        PendingUpload {
-            repo: "repo".into(),
-            branch: "main".into(),
-            staging: "_fuse-main-x".into(),
-            key: key.into(),
-            metadata: BTreeMap::new(),
-        }
-    }
+    use crate::staging::tests::pending as upload;
 
     #[test]
     fn replay_keeps_the_last_record_per_file() {

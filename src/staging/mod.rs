@@ -415,7 +415,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn pending(key: &str) -> PendingUpload {
+    pub(super) fn pending(key: &str) -> PendingUpload {
         PendingUpload {
             repo: "repo".into(),
             branch: "main".into(),
