@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
@@ -15,12 +16,18 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
+use super::buffers::BufferPool;
 use super::{ClientConfig, LakeFsError, MultipartUpload, ObjectBytes, Result};
 
 #[derive(Debug, Clone)]
 pub struct GatewayClient {
     s3: Client,
+    /// Receive buffers for ranged GETs, recycled (see [`buffers`](super::buffers)).
+    buffers: Arc<BufferPool>,
 }
+
+/// Idle receive buffers kept for reuse: a few blocks, enough for the streams of a busy mount to recycle theirs.
+const IDLE_BUFFER_BYTES: usize = 4 << 20;
 
 /// The server root the gateway answers on: scheme, host and port of `endpoint`.
 pub fn gateway_url(endpoint: &str) -> Result<String> {
@@ -60,6 +67,7 @@ impl GatewayClient {
             .build();
         Ok(Self {
             s3: Client::from_conf(s3_config),
+            buffers: BufferPool::new(IDLE_BUFFER_BYTES),
         })
     }
 
@@ -81,16 +89,27 @@ impl GatewayClient {
             .map_err(classify)?;
         let etag = response.e_tag().map(|e| e.trim_matches('"').to_string());
         let served = response.content_range().and_then(served_length);
-        let data = response
-            .body
-            .collect()
+        // The body goes straight into one buffer of the range's size: one copy, into memory already mapped.
+        let expected = range.end - range.start;
+        let mut buffer = self.buffers.take(expected as usize);
+        let mut body = response.body;
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| LakeFsError::Transport(format!("reading object body: {e}")))?
-            .into_bytes();
+        {
+            // A server ignoring the range would send the whole object: stop before holding it.
+            if (buffer.len() + chunk.len()) as u64 > expected {
+                return Err(LakeFsError::Transport(format!(
+                    "{reference}/{path}: the body of range {range:?} is longer than the range"
+                )));
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        let data = buffer.freeze();
         // A body shorter than the range the server says it sent was cut short by a proxy or a failing server: a
         // transport fault, retried like one. A complete body shorter than asked means the object is smaller now
         // (replaced since it was stat'ed); the caller sees that from the ETag.
-        let expected = range.end - range.start;
         let complete = served.is_some_and(|served| served == data.len() as u64);
         if data.len() as u64 != expected && !complete {
             return Err(LakeFsError::Transport(format!(

@@ -12,6 +12,7 @@
 //!   page, and the caller pages with `after` = the last returned path.
 //! - An object's `checksum` is the content identity: data caches key on it, never on the path.
 
+pub mod buffers;
 pub mod fault;
 pub mod gateway;
 pub mod mock;

@@ -112,13 +112,19 @@ fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Keep the allocator's footprint close to what the mount holds. By default glibc gives each busy thread its
 /// own arena and, once a large buffer is freed, raises its mmap threshold so that later 1 MiB blocks come from
-/// those arenas, where freed space is kept rather than returned: RSS then grows far past `max_memory`. A fixed
-/// threshold keeps block buffers in their own mappings (unmapped when freed) and two arenas bound the rest.
+/// those arenas, where freed space is kept rather than returned: RSS then grows far past `max_memory`. So:
+/// - a fixed mmap threshold of one block: block buffers get their own mappings, and the gateway client recycles
+///   them ([`crate::lakefs::buffers`]) instead of faulting in fresh pages for every block;
+/// - smaller buffers (the HTTP client's receive buffers, up to a few hundred KiB) come from the heap, which
+///   keeps up to `M_TRIM_THRESHOLD` of freed space for reuse - with a 256 KiB threshold every one of them was a
+///   fresh mapping too, and a 1 GiB read faulted in 2 GiB;
+/// - two arenas bound the rest.
 fn limit_allocator_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; it is called before the mount starts its threads.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
