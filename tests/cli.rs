@@ -34,24 +34,29 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A file held open for writing by a shell, so its bytes stay pending. (The test process itself cannot hold it:
-/// every child it spawns closes its inherited copy of the descriptor at exec, and that close uploads the file.)
+/// A file held open for writing by another process, so its bytes stay pending. (The test process itself cannot
+/// hold it: every child it spawns closes its inherited copy of the descriptor at exec, and that close uploads the
+/// file. Nor can a shell: `exec >FILE` opens the file, dups it onto stdout and closes the original, and if that
+/// close's upload starts after the write it takes the bytes along.) Python opens it once and closes it at exit.
 struct HeldOpen(Child);
 
 impl HeldOpen {
     fn write(path: &Path, text: &str) -> Self {
-        let child = Command::new("sh")
+        let child = Command::new("python3")
             .arg("-c")
-            // The file becomes the shell's stdout for good: a redirection of one command would dup and close
-            // the descriptor afterwards, and that close uploads the file.
-            .arg("exec >\"$1\"; printf '%s' \"$2\"; read -r _")
-            .args(["sh", path_arg(path), text])
+            .arg(
+                "import os, sys\n\
+                 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n\
+                 os.write(fd, sys.argv[2].encode())\n\
+                 sys.stdin.read()",
+            )
+            .args([path_arg(path), text])
             .stdin(Stdio::piped())
             .spawn()
-            .expect("run sh");
+            .expect("run python3");
         let deadline = Instant::now() + Duration::from_secs(10);
         while fs::metadata(path).map_or(0, |m| m.len()) < text.len() as u64 {
-            assert!(Instant::now() < deadline, "the shell did not write {}", path.display());
+            assert!(Instant::now() < deadline, "the writer did not write {}", path.display());
             std::thread::sleep(Duration::from_millis(20));
         }
         Self(child)
@@ -86,10 +91,7 @@ fn status_json(mountpoint: &Path) -> serde_json::Value {
 
 #[test]
 fn commit_and_merge_print_ids_and_fail_with_documented_codes() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "base.csv", "id\n1\n");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("base.csv", "id\n1\n")]);
     server.branch("repo", "ingest", "main");
     let mount = Mount::start(&server, "lakefs://repo", "");
     let ingest = mount.join("ingest");
@@ -193,10 +195,7 @@ fn commit_and_merge_print_ids_and_fail_with_documented_codes() {
 
 #[test]
 fn paths_that_are_not_a_writable_mounted_branch_are_refused() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "f", "x");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("f", "x")]);
     server.tag("repo", "v1", "main");
     let mount = Mount::start(&server, "lakefs://repo", "");
 
@@ -224,10 +223,7 @@ fn paths_that_are_not_a_writable_mounted_branch_are_refused() {
 
 #[test]
 fn the_metrics_endpoint_counts_requests_bytes_and_pending_uploads() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "data.csv", "id\n1\n2\n");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("data.csv", "id\n1\n2\n")]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

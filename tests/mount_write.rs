@@ -176,10 +176,7 @@ fn write_patterns_reach_the_branch_only_with_the_commit() {
 
 #[test]
 fn ingest_branch_merge_with_hooks_and_conflicts() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "base.csv", "id\n1\n");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("base.csv", "id\n1\n")]);
     server.branch("repo", "ingest", "main");
     // An S3 writer (Airbyte, boto3) leaves a sync uncommitted on the ingest branch.
     server.s3_put("repo", "ingest", "sync/part-0.csv", "id\n2\n");
@@ -224,10 +221,7 @@ fn ingest_branch_merge_with_hooks_and_conflicts() {
 
 #[test]
 fn tags_are_read_only() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "f", "x");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("f", "x")]);
     server.tag("repo", "v1", "main");
     let mount = Mount::start(&server, "lakefs://repo", "");
     let tag = mount.join("v1");
@@ -245,10 +239,7 @@ fn tags_are_read_only() {
 
 #[test]
 fn a_restarted_mount_resumes_its_staging_branch() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "old", "o");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("old", "o")]);
     let dir = tempfile::tempdir().unwrap();
     let staging = {
         let mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
@@ -267,10 +258,7 @@ fn a_restarted_mount_resumes_its_staging_branch() {
 
 #[test]
 fn a_mount_killed_with_open_files_uploads_them_when_restarted() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "old", "o");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("old", "o")]);
     let dir = tempfile::tempdir().unwrap();
     let mut mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
     let staging = read(&mount.join(".lakefs/staging")).trim().to_string();
@@ -367,10 +355,7 @@ fn fifos_device_nodes_and_directory_modes_through_the_kernel() {
 
 #[test]
 fn mkdir_in_a_repository_creates_a_branch_and_rmdir_is_refused() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "f", "x");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("f", "x")]);
     let mount = Mount::start(&server, "lakefs://repo", "");
     fs::create_dir(mount.join("dev")).unwrap();
     assert!(server.has_branch("repo", "dev"));
@@ -394,10 +379,7 @@ fn mkdir_in_a_repository_creates_a_branch_and_rmdir_is_refused() {
 
 #[test]
 fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "seed", "s");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("seed", "s")]);
     let mount = Mount::start(&server, "lakefs://repo/main", "upload_eager");
     let data: Vec<u8> = (0..40u32 << 20).map(|i| (i % 253) as u8).collect();
     {
@@ -431,10 +413,7 @@ fn upload_eager_uploads_sequential_and_rewritten_files_intact() {
 
 #[test]
 fn closed_files_upload_in_the_background_and_the_daemon_finishes_them_after_unmount() {
-    let server = Server::start();
-    server.create_repository("repo");
-    server.upload("repo", "main", "old", "o");
-    server.commit("repo", "main", "initial");
+    let server = Server::with_committed("repo", &[("old", "o")]);
     let dir = tempfile::tempdir().unwrap();
     let mut mount = Mount::start_at(&server, "lakefs://repo/main", "", dir.path());
     let staging = read(&mount.join(".lakefs/staging")).trim().to_string();

@@ -76,6 +76,17 @@ impl Server {
         })
     }
 
+    /// A server with repository `repo` whose `main` holds `files` (path, content) in one commit, "initial".
+    pub fn with_committed(repo: &str, files: &[(&str, &str)]) -> Self {
+        let server = Self::start();
+        server.create_repository(repo);
+        for (path, data) in files {
+            server.upload(repo, "main", path, *data);
+        }
+        server.commit(repo, "main", "initial");
+        server
+    }
+
     pub fn create_repository(&self, repo: &str) {
         let body = json!({"name": repo, "storage_namespace": format!("local://{repo}"), "default_branch": "main"});
         self.send(self.api(reqwest::Method::POST, "/repositories").json(&body));
