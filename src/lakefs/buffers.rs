@@ -1,21 +1,22 @@
 //! Recycled receive buffers for ranged GETs.
 //!
-//! The mount keeps its allocator from holding on to freed memory (see `limit_allocator_retention` in
-//! `mount/mod.rs`), so every buffer of 256 KiB or more is a fresh mapping whose pages the kernel faults in and
-//! zeroes as the body is copied into it. A sequential read of 1 GiB used to fault in 2 GiB that way, a third of
-//! the mount's CPU. A ranged GET of a whole block (the common case) now writes into a buffer of exactly that
-//! size taken from this pool, and the buffer comes back when the last [`Bytes`] referring to it is dropped (the
-//! block was evicted from the cache and every reply made from it is sent).
+//! The mount keeps its allocator from holding on to large freed memory (see `limit_allocator_retention` in
+//! `mount/mod.rs`): a buffer of [`MIN_POOLED`] or more is a fresh mapping whose pages the kernel faults in and
+//! zeroes as the body is copied into it. A ranged GET of a whole block (the common case) therefore writes into a
+//! buffer of exactly that size taken from this pool, and the buffer comes back when the last [`Bytes`] referring
+//! to it is dropped (the block was evicted from the cache and every reply made from it is sent). Before the pool,
+//! a sequential read of 1 GiB faulted in 2 GiB, a third of the mount's CPU.
 //!
-//! Only idle buffers are the pool's own memory, and at most [`BufferPool::max_idle_bytes`] of them are kept:
-//! buffers in use are cached blocks or bodies in flight, which the memory cache's budget already counts.
+//! Only idle buffers are the pool's own memory, and at most `max_idle_bytes` of them are kept: buffers in use are
+//! cached blocks or bodies in flight, which the memory cache's budget already counts.
 
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
-/// Buffers smaller than this come from the allocator: they are below its mmap threshold, so it reuses them.
-pub const MIN_POOLED: usize = 256 * 1024;
+/// The mount's mmap threshold, one default block: smaller buffers come from the heap, which reuses them, so only
+/// buffers of this size or more are pooled.
+pub const MIN_POOLED: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct BufferPool {
@@ -168,7 +169,7 @@ mod tests {
         let blocks: Vec<Bytes> = (0..5).map(|i| filled(&pool, MIB, i)).collect();
         drop(blocks);
         assert_eq!(pool.idle_bytes(), 3 * MIB);
-        drop(filled(&pool, 64 * 1024, 1));
+        drop(filled(&pool, MIN_POOLED - 1, 1));
         assert_eq!(pool.idle_bytes(), 3 * MIB, "small buffers are the allocator's business");
     }
 

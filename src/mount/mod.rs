@@ -123,7 +123,10 @@ fn limit_allocator_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; it is called before the mount starts its threads.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            crate::lakefs::buffers::MIN_POOLED as libc::c_int,
+        );
         libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
