@@ -57,11 +57,13 @@ secret_access_key = $AWS_SECRET_ACCESS_KEY
 force_path_style = true
 EOT
 
+cold_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
 mount_tool() { # TOOL [warm]: fresh mount; cold kernel caches (the server's too) unless "warm"
   local t=$1 m=$work/mnt/$1
   fusermount3 -u "$m" 2>/dev/null || true
   mkdir -p "$m"
-  [ "${2:-}" = warm ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }
+  [ "${2:-}" = warm ] || cold_caches
   case $t in
     lakefs-fuse) "$bin" mount lakefs://bench/main "$m" ${lakefs_opts:-} ;;
     s3fs) s3fs bench:/main "$m" -o url="$ep",use_path_request_style,passwd_file="$work/s3fs.passwd",endpoint=us-east-1 ;;
@@ -82,6 +84,9 @@ fio_bw() { # fio args... -> MiB/s
   timeout "$op_timeout" fio --output-format=json "$@" 2>/dev/null |
     python3 -c 'import json,sys; j=json.load(sys.stdin); print(round(j["jobs"][0]["read"]["bw"]/1024,1))' || echo "n/a"
 }
+seq_read() { # MOUNTPOINT -> MiB/s of one sequential reader of big/file0.bin
+  fio_bw --name=seq --filename="$1/big/file0.bin" --rw=read --bs=1M --ioengine=psync --readonly
+}
 fio_iops() {
   timeout $((op_timeout + rand_secs)) fio --output-format=json "$@" 2>/dev/null |
     python3 -c 'import json,sys; j=json.load(sys.stdin); print(round(j["jobs"][0]["read"]["iops"]))' || echo "n/a"
@@ -101,11 +106,11 @@ for t in "${tools[@]}"; do
   echo "== $t" >&2
   m=$work/mnt/$t
   mount_tool "$t"
-  seq[$t]=$(fio_bw --name=seq --filename="$m/big/file0.bin" --rw=read --bs=1M --ioengine=psync --readonly)
+  seq[$t]=$(seq_read "$m")
   [ "$t" = lakefs-fuse ] && rss[seq]=$(peak_rss)
   if [ "$t" = lakefs-fuse ]; then # again with the server's page cache holding the file, as the warm GET below
     mount_tool "$t" warm
-    seq_warm=$(fio_bw --name=seq --filename="$m/big/file0.bin" --rw=read --bs=1M --ioengine=psync --readonly)
+    seq_warm=$(seq_read "$m")
   fi
   mount_tool "$t"
   seq4[$t]=$(fio_bw --name=seq4 --rw=read --bs=1M --ioengine=psync --readonly --group_reporting \
@@ -134,7 +139,7 @@ rand512=$(fio_iops --name=rand --filename="$m/big/file0.bin" --rw=randread --bs=
   --time_based --runtime="$rand_secs" --norandommap)
 rss[rand512]=$(peak_rss)
 mount_tool lakefs-fuse
-seq512=$(fio_bw --name=seq --filename="$m/big/file0.bin" --rw=read --bs=1M --ioengine=psync --readonly)
+seq512=$(seq_read "$m")
 rss[seq512]=$(peak_rss)
 fusermount3 -u "$m"
 lakefs_opts=
@@ -144,7 +149,7 @@ sdk_get() { # STREAMS -> MiB/s of a plain aws-sdk-s3 GET of file0
     sed -E 's/.*"mib_per_s":([0-9.]+).*/\1/'
 }
 # Cold like the mount's read above (the server reads the blob from disk), then warm (from its page cache).
-sync; echo 3 >/proc/sys/vm/drop_caches
+cold_caches
 sdk1=$(sdk_get 1)
 sdk1_warm=$(sdk_get 1)
 sdk8=$(sdk_get 8)
