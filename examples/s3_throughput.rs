@@ -4,7 +4,8 @@
 //! usage: s3_throughput ENDPOINT BUCKET KEY FILE STREAMS put|get
 //!   put: uploads FILE (1 stream: one PutObject streamed from the file; N streams: multipart, N parts in flight)
 //!   get: downloads KEY to nowhere (1 stream: one GetObject; N streams: ranged GETs of 8 MiB, N in flight)
-//! Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Prints one JSON line with MiB/s.
+//! Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; PART_BYTES overrides the 8 MiB part and range
+//! size. Prints one JSON line with MiB/s.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,14 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::Semaphore;
 
-const PART: u64 = 8 << 20;
+const DEFAULT_PART: u64 = 8 << 20;
+
+fn part_size() -> u64 {
+    std::env::var("PART_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_PART)
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -87,13 +95,14 @@ async fn put_multipart(
     let upload_id = upload.upload_id().unwrap_or_default().to_string();
     let limit = Arc::new(Semaphore::new(streams));
     let mut tasks = Vec::new();
-    for (i, offset) in (0..len).step_by(PART as usize).enumerate() {
+    let part = part_size();
+    for (i, offset) in (0..len).step_by(part as usize).enumerate() {
         let permit = limit.clone().acquire_owned().await?;
         let (client, bucket, key, upload_id) = (client.clone(), bucket.to_string(), key.to_string(), upload_id.clone());
         let body = ByteStream::read_from()
             .path(file)
             .offset(offset)
-            .length(aws_sdk_s3::primitives::Length::UpTo(PART))
+            .length(aws_sdk_s3::primitives::Length::UpTo(part))
             .build()
             .await?;
         tasks.push(tokio::spawn(async move {
@@ -142,10 +151,11 @@ async fn get_ranged(client: &aws_sdk_s3::Client, bucket: &str, key: &str, stream
         .unwrap_or(0) as u64;
     let limit = Arc::new(Semaphore::new(streams));
     let mut tasks = Vec::new();
-    for offset in (0..len).step_by(PART as usize) {
+    let part = part_size();
+    for offset in (0..len).step_by(part as usize) {
         let permit = limit.clone().acquire_owned().await?;
         let (client, bucket, key) = (client.clone(), bucket.to_string(), key.to_string());
-        let end = (offset + PART).min(len) - 1;
+        let end = (offset + part).min(len) - 1;
         tasks.push(tokio::spawn(async move {
             let out = client
                 .get_object()

@@ -115,6 +115,14 @@ impl MemoryBlockCache {
         })
     }
 
+    /// Drop a block (a stream's reader has passed it), so its buffer can serve the next fetch.
+    pub fn remove(&self, key: &BlockKey) {
+        let mut inner = self.lock();
+        if let Some(block) = inner.blocks.pop(key) {
+            inner.bytes -= block.len() as u64;
+        }
+    }
+
     /// The byte budget.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes

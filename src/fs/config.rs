@@ -105,6 +105,8 @@ pub struct FsConfig {
     pub initial_read_window: u64,
     /// Largest prefetch window.
     pub max_read_window: u64,
+    /// Largest ranged GET of a sequential reader (whole blocks; see [`crate::fs::prefetch`]).
+    pub max_read_request: u64,
     /// Negative lookups remembered at most.
     pub negative_cache_entries: usize,
     /// Directory of the on-disk data cache; none = memory only.
@@ -129,6 +131,18 @@ pub struct FsConfig {
     pub sync_close: bool,
 }
 
+impl FsConfig {
+    /// How a handle reading an object fetches it.
+    pub fn read_tuning(&self) -> crate::fs::prefetch::ReadTuning {
+        crate::fs::prefetch::ReadTuning {
+            block_size: self.block_size,
+            initial_window: self.initial_read_window,
+            max_window: self.max_read_window,
+            max_request: self.max_read_request,
+        }
+    }
+}
+
 impl Default for FsConfig {
     fn default() -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
@@ -144,6 +158,7 @@ impl Default for FsConfig {
             max_memory: 160 * 1024 * 1024,
             initial_read_window: 1024 * 1024,
             max_read_window: 32 * 1024 * 1024,
+            max_read_request: 4 * 1024 * 1024,
             negative_cache_entries: 100_000,
             cache_dir: None,
             cache_size: 10 * 1024 * 1024 * 1024,

@@ -53,7 +53,7 @@ pub use self::write::{BranchWriter, Owner, SetAttr};
 use self::attr::{directory_attr, object_attr};
 use self::inode::{ControlFile, Inode, InodeTable, NodeKind, RefLocation, RefTarget, Validity, CONTROL_DIR};
 use self::names::{invalid_name_reason, NAME_MAX};
-use self::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
+use self::prefetch::{ObjectReader, ObjectVersion};
 use self::readdir::{
     CachedListing, Child, Children, ChildrenBuilder, DirHandle, ListingCache, ListingKey, ListingLookup, SnapshotEntry,
 };
@@ -1072,12 +1072,12 @@ impl<L: LakeFs> Filesystem<L> {
                     checksum: checksum.clone(),
                     size,
                 };
-                let tuning = ReadTuning {
-                    block_size: self.config.block_size,
-                    initial_window: self.config.initial_read_window,
-                    max_window: self.config.max_read_window,
-                };
-                let mut reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+                let mut reader = ObjectReader::new(
+                    self.client.clone(),
+                    self.cache.clone(),
+                    version,
+                    self.config.read_tuning(),
+                );
                 if let Some(kernel) = self.kernel_pages.get() {
                     reader = reader.with_kernel_cache(ino.0, kernel.clone());
                 }

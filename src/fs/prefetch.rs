@@ -6,10 +6,16 @@
 //!
 //! Per handle, the prefetcher watches the read offsets:
 //! - A read that starts where the previous one ended is *sequential* (within a window - at least two blocks -
-//!   behind or ahead also counts, as the kernel's concurrent readahead reorders reads). While reads stay sequential the window
-//!   (bytes fetched ahead of the reader) starts at `initial_read_window` and doubles each time the reader enters a
-//!   new block, up to `max_read_window`; every block in the window is requested at once, so several GETs are in
-//!   flight.
+//!   behind or ahead also counts, as the kernel's concurrent readahead reorders reads). While reads stay
+//!   sequential the window (bytes fetched ahead of the reader) starts at `initial_read_window` and doubles each
+//!   time the reader enters a new block, up to `max_read_window`; every block in the window is requested at
+//!   once, so several GETs are in flight. Once the window holds two `max_read_request`s (4 MiB by default), prefetched blocks are requested
+//!   in aligned runs of that size, one GET per run: per byte, a few large requests cost the mount and the
+//!   server far less than many 1 MiB ones. Each block of a run is still its own cache entry (a slice of the
+//!   run's buffer), and the read that needs one waits only for its run.
+//! - A stream through an object larger than the whole memory budget drops the blocks its reader has passed: an
+//!   LRU could not keep them until a second pass anyway, the kernel's page cache has them, and their buffers
+//!   serve the next fetches, so a long read touches the same few MiB of memory instead of the whole budget.
 //! - Any other read is a *seek*: the window drops to zero, the GETs still running for blocks the reader skipped
 //!   are aborted, and the read fetches only its own range, aligned to 64 KiB (or its blocks, when a disk cache
 //!   is configured). Small random reads (parquet footers, `fio randread`) therefore never pull whole blocks or
@@ -19,13 +25,15 @@
 //!   fetch whole blocks, and every block a random read uses is offered once to the kernel's page cache
 //!   ([`KernelPageCache`]), so the file fills the page cache at one request per block and later reads anywhere
 //!   in it are served by the kernel without reaching the mount.
-//! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started.
-//!
+//! - A fetch in flight is shared: the read that needs it awaits the same task the prefetcher started. A run's
+//!   GET is aborted once none of its blocks is wanted any more.
 //!
 //! Memory: every fetch reserves its bytes in the memory cache's budget before its GET starts (see
 //! [`crate::cache::memory`]), so cached blocks and GET buffers share the one `max_memory` bound. A prefetch that
 //! does not fit is not started - the window resumes on a later read - and a window is never more than a quarter
-//! of the budget, so streams cannot crowd each other's blocks out before they are read.
+//! of the budget, so streams cannot crowd each other's blocks out before they are read. The blocks of a run share
+//! one buffer, freed when the last of them leaves the cache; they are cached and dropped together, in order, so
+//! the budget's count of them stays close to what is held.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -55,13 +63,26 @@ pub struct ReadTuning {
     pub block_size: u64,
     pub initial_window: u64,
     pub max_window: u64,
+    /// Largest ranged GET of a stream: once its window holds two of them, prefetched blocks are fetched in
+    /// aligned runs of this many bytes, one GET each.
+    pub max_request: u64,
 }
 
 type SharedBlock = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
+/// A fetch task, aborted once no block entry refers to it any more (every block of a span was dropped).
+struct FetchTask(tokio::task::AbortHandle);
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A block on its way; dropping the entry gives up on it.
 struct InFlight {
     block: SharedBlock,
-    abort: tokio::task::AbortHandle,
+    _task: Arc<FetchTask>,
 }
 
 struct ReadState {
@@ -78,6 +99,8 @@ struct ReadState {
     random_reads: u64,
     /// Blocks already offered to the kernel's page cache.
     offered: HashSet<u64>,
+    /// First block a stream has not yet dropped behind its reader (objects larger than the memory budget).
+    drop_from: u64,
 }
 
 pub struct ObjectReader<L: LakeFs> {
@@ -162,6 +185,7 @@ impl<L: LakeFs> ObjectReader<L> {
             block_size,
             initial_window: tuning.initial_window.min(max_window),
             max_window,
+            max_request: tuning.max_request.clamp(block_size, max_window),
         };
         Self {
             client,
@@ -176,6 +200,7 @@ impl<L: LakeFs> ObjectReader<L> {
                 fetches: 0,
                 random_reads: 0,
                 offered: HashSet::new(),
+                drop_from: 0,
             }),
             kernel: None,
         }
@@ -270,21 +295,42 @@ impl<L: LakeFs> ObjectReader<L> {
 
     /// Fetch block `index` in the background under `reservation`, which its data replaces in the cache.
     fn spawn_fetch(&self, index: u64, reservation: Reservation) -> InFlight {
-        let client = self.client.clone();
-        let cache = self.cache.clone();
-        let object = self.object.clone();
-        let range = self.block_range(index);
-        let key = self.key(index);
+        let (_, entry) = self.spawn_run(index, vec![reservation]).pop().expect("one block");
+        entry
+    }
+
+    /// Fetch the blocks from `first` on, one per reservation, with a single ranged GET; each block's data
+    /// replaces its reservation in the cache. The blocks are slices of one buffer, which is freed once all of
+    /// them are dropped.
+    fn spawn_run(&self, first: u64, reservations: Vec<Reservation>) -> Vec<(u64, InFlight)> {
+        let count = reservations.len() as u64;
+        let indexes: Vec<u64> = (first..first + count).collect();
+        let (client, cache, object) = (self.client.clone(), self.cache.clone(), self.object.clone());
+        let range = self.block_range(first).start..self.block_range(first + count - 1).end;
+        let keys: Vec<BlockKey> = indexes.iter().map(|&i| self.key(i)).collect();
+        let block_size = self.tuning.block_size as usize;
         let task = tokio::spawn(async move {
-            if let Some(block) = cache.get_from_disk(&key).await {
-                return Ok(block);
+            let mut on_disk = Vec::new();
+            for key in &keys {
+                match cache.get_from_disk(key).await {
+                    Some(block) => on_disk.push(block),
+                    None => break,
+                }
+            }
+            if on_disk.len() == keys.len() {
+                return Ok(on_disk);
             }
             let data = fetch_range(&*client, &object, range).await?;
-            cache.put_reserved(key, data.clone(), reservation);
-            Ok(data)
+            let blocks: Vec<Bytes> = (0..keys.len())
+                .map(|i| data.slice(i * block_size..((i + 1) * block_size).min(data.len())))
+                .collect();
+            for ((key, block), reservation) in keys.into_iter().zip(&blocks).zip(reservations) {
+                cache.put_reserved(key, block.clone(), reservation);
+            }
+            Ok(blocks)
         });
-        let abort = task.abort_handle();
-        let block = async move {
+        let fetch = Arc::new(FetchTask(task.abort_handle()));
+        let run = async move {
             match task.await {
                 Ok(result) => result,
                 Err(join) => Err(FsError::io(format!("block fetch did not finish: {join}"))),
@@ -292,7 +338,24 @@ impl<L: LakeFs> ObjectReader<L> {
         }
         .boxed()
         .shared();
-        InFlight { block, abort }
+        indexes
+            .into_iter()
+            .enumerate()
+            .map(|(i, index)| {
+                let block = run
+                    .clone()
+                    .map(move |blocks| blocks.map(|b| b[i].clone()))
+                    .boxed()
+                    .shared();
+                (
+                    index,
+                    InFlight {
+                        block,
+                        _task: fetch.clone(),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Read up to `len` bytes at `offset`; short only at end of file.
@@ -326,6 +389,7 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             } else {
                 state.window = 0;
+                state.drop_from = first;
                 state.random_reads += 1;
                 // The first random reads of a handle whose blocks are neither cached nor on their way fetch
                 // just their own range (aligned to 64 KiB): a parquet footer must not cost a whole block. A
@@ -338,9 +402,7 @@ impl<L: LakeFs> ObjectReader<L> {
                     (offset / align..=(end - 1) / align).all(|c| self.cache.memory.contains(&self.unit_key(align, c)));
                 let small = state.random_reads <= SMALL_RANDOM_READS || chunks_cached;
                 if missing && self.cache.disk.is_none() && small {
-                    for (_, entry) in std::mem::take(&mut state.in_flight) {
-                        entry.abort.abort();
-                    }
+                    state.in_flight.clear();
                     state.next_offset = end;
                     state.last_block = Some(last);
                     direct = true;
@@ -357,30 +419,72 @@ impl<L: LakeFs> ObjectReader<L> {
                     .filter(|b| *b < first || *b > window_end_block.max(last))
                     .collect();
                 for index in stale {
-                    if let Some(entry) = state.in_flight.remove(&index) {
-                        entry.abort.abort();
-                    }
+                    state.in_flight.remove(&index);
                 }
-                for index in first..=window_end_block.max(last) {
+                let end_block = window_end_block.max(last);
+                // A long stream prefetches whole aligned runs of `max_request` bytes, one GET each: fewer,
+                // larger requests cost both ends less per byte.
+                let run_blocks = if state.window >= 2 * self.tuning.max_request {
+                    (self.tuning.max_request / bs).max(1)
+                } else {
+                    1
+                };
+                let mut index = first;
+                while index <= end_block {
                     if state.in_flight.contains_key(&index) || self.cache.memory.contains(&self.key(index)) {
+                        index += 1;
                         continue;
                     }
-                    let reservation = if index <= last {
-                        self.reservation_for(index)
-                    } else {
-                        let range = self.block_range(index);
-                        match self.cache.memory.try_reserve(range.end - range.start) {
-                            Some(reservation) => reservation,
-                            // The budget is taken by fetches in flight: prefetch more on a later read.
-                            None => break,
+                    if index <= last {
+                        let entry = self.spawn_fetch(index, self.reservation_for(index));
+                        state.fetches += 1;
+                        state.in_flight.insert(index, entry);
+                        index += 1;
+                        continue;
+                    }
+                    // A prefetch: the missing blocks of the run `index` is in, once the window covers all of it.
+                    let run_end = ((index / run_blocks + 1) * run_blocks - 1).min(last_block_of_file);
+                    if run_end > end_block {
+                        break;
+                    }
+                    let mut reservations = Vec::new();
+                    let mut budget_taken = false;
+                    for next in index..=run_end {
+                        if state.in_flight.contains_key(&next) || self.cache.memory.contains(&self.key(next)) {
+                            break;
                         }
-                    };
-                    let entry = self.spawn_fetch(index, reservation);
-                    state.fetches += 1;
-                    state.in_flight.insert(index, entry);
+                        let range = self.block_range(next);
+                        match self.cache.memory.try_reserve(range.end - range.start) {
+                            Some(reservation) => reservations.push(reservation),
+                            None => {
+                                budget_taken = true;
+                                break;
+                            }
+                        }
+                    }
+                    let count = reservations.len() as u64;
+                    if count > 0 {
+                        state.fetches += count;
+                        state.in_flight.extend(self.spawn_run(index, reservations));
+                    }
+                    if budget_taken {
+                        // The budget is taken by fetches in flight: prefetch more on a later read.
+                        break;
+                    }
+                    index += count;
                 }
                 for index in first..=last {
                     needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
+                }
+                if in_stream && self.object.size > self.cache.memory.max_bytes() && last >= 2 {
+                    // A stream through an object larger than the whole budget drops the blocks its reader has
+                    // passed (one block behind, as the kernel's reads may come slightly out of order): an LRU
+                    // could not keep them until a second pass anyway, the kernel's page cache holds them now,
+                    // and their buffers serve the next fetches instead of fresh memory.
+                    for index in state.drop_from..last - 1 {
+                        self.cache.memory.remove(&self.key(index));
+                    }
+                    state.drop_from = state.drop_from.max(last - 1);
                 }
                 state.next_offset = if in_stream { state.next_offset.max(end) } else { end };
                 state.last_block = Some(
@@ -458,14 +562,6 @@ impl<L: LakeFs> ObjectReader<L> {
     }
 }
 
-impl<L: LakeFs> Drop for ObjectReader<L> {
-    fn drop(&mut self) {
-        for (_, entry) in std::mem::take(&mut self.lock().in_flight) {
-            entry.abort.abort();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +591,7 @@ mod tests {
             block_size: 4 * KIB,
             initial_window: 8 * KIB,
             max_window: 32 * KIB,
+            max_request: 4 * KIB,
         }
     }
 
@@ -589,6 +686,7 @@ mod tests {
             block_size: 1024 * KIB,
             initial_window: 1024 * KIB,
             max_window: 4096 * KIB,
+            max_request: 1024 * KIB,
         };
         let reader = ObjectReader::new(mock.clone(), cache, object, tuning);
         let offset = 2500 * KIB + 7;
@@ -609,6 +707,7 @@ mod tests {
             block_size: 1024 * KIB,
             initial_window: 1024 * KIB,
             max_window: 4096 * KIB,
+            max_request: 1024 * KIB,
         };
         let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
         // Offsets more than two blocks apart, so that none of the reads continues a stream.
@@ -639,6 +738,7 @@ mod tests {
             block_size: 4 * KIB,
             initial_window: 8 * KIB,
             max_window: 1024 * KIB,
+            max_request: 4 * KIB,
         };
         let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
         let mut offset = 0;
@@ -655,6 +755,71 @@ mod tests {
             256,
             "every block fetched once despite the small budget"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_fetches_aligned_runs_of_blocks_with_one_request_each() {
+        let (mock, cache, object, data) = setup(200 * KIB as usize);
+        let tuning = ReadTuning {
+            max_request: 8 * KIB,
+            ..tuning()
+        };
+        let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
+        let mut got = Vec::new();
+        loop {
+            let chunk = reader.read(got.len() as u64, 3000).await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
+        assert_eq!(reader.fetches(), 50, "every block fetched exactly once");
+        let gets = mock.requests("get_object_range");
+        assert!(
+            (25..=30).contains(&gets),
+            "once the window holds two runs, blocks come two per GET: {gets} GETs for 50 blocks"
+        );
+        // Each block of a run is cached on its own (the object fits in the budget, so nothing is dropped).
+        let other = ObjectReader::new(mock.clone(), cache, reader.object.as_ref().clone(), tuning);
+        assert_eq!(
+            &other.read(100 * KIB, 4096).await.unwrap()[..],
+            &data[100 * KIB as usize..104 * KIB as usize]
+        );
+        assert_eq!(mock.requests("get_object_range"), gets, "served from the cache");
+    }
+
+    #[tokio::test]
+    async fn a_stream_through_an_object_larger_than_the_budget_drops_the_blocks_it_passed() {
+        let (mock, _, object, data) = setup(512 * KIB as usize);
+        let budget = 256 * KIB;
+        let cache = Arc::new(DataCache::new(MemoryBlockCache::new(budget), None));
+        let tuning = ReadTuning {
+            max_request: 16 * KIB,
+            max_window: 64 * KIB,
+            ..tuning()
+        };
+        let reader = ObjectReader::new(mock.clone(), cache.clone(), object.clone(), tuning);
+        let mut offset = 0;
+        let mut most_held = 0;
+        while offset < data.len() as u64 {
+            let chunk = reader.read(offset, 4096).await.unwrap();
+            assert_eq!(&chunk[..], &data[offset as usize..offset as usize + chunk.len()]);
+            most_held = most_held.max(cache.memory.used_bytes());
+            offset += chunk.len() as u64;
+        }
+        assert!(
+            most_held <= 64 * KIB + 3 * 4 * KIB,
+            "only the window and the blocks around the reader are cached, not the budget: {most_held}"
+        );
+        let key = |index| BlockKey {
+            checksum: object.checksum.clone(),
+            object_size: object.size,
+            span: 4 * KIB,
+            index,
+        };
+        assert!(!cache.memory.contains(&key(0)) && !cache.memory.contains(&key(64)));
+        assert_eq!(reader.fetches(), 128, "every block fetched once");
     }
 
     #[tokio::test]
@@ -738,6 +903,7 @@ mod tests {
             block_size: 1024 * KIB,
             initial_window: 1024 * KIB,
             max_window: 4096 * KIB,
+            max_request: 1024 * KIB,
         };
         let kernel = Arc::new(RecordingKernel::default());
         let reader = ObjectReader::new(mock.clone(), cache, object, tuning).with_kernel_cache(7, kernel.clone());

@@ -26,8 +26,9 @@ pub struct GatewayClient {
     buffers: Arc<BufferPool>,
 }
 
-/// Idle receive buffers kept for reuse: a few blocks, enough for the streams of a busy mount to recycle theirs.
-const IDLE_BUFFER_BYTES: usize = 4 << 20;
+/// Idle receive buffers kept for reuse: a few of a stream's 4 MiB runs, enough for the streams of a busy mount to
+/// recycle theirs. Outside `max_memory`, inside the 64 MiB the mount may use beyond it.
+const IDLE_BUFFER_BYTES: usize = 16 << 20;
 
 /// The server root the gateway answers on: scheme, host and port of `endpoint`.
 pub fn gateway_url(endpoint: &str) -> Result<String> {

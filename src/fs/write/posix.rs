@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{drop_if_unused, keep_parent_dir, unix_seconds, BranchWriter, DirMeta, KeyView, Overlay, Owner, SetAttr};
 use crate::fs::attr::FileKind;
 use crate::fs::inode::{Inode, InodeNo, NodeKind, RefLocation};
-use crate::fs::prefetch::{ObjectReader, ObjectVersion, ReadTuning};
+use crate::fs::prefetch::{ObjectReader, ObjectVersion};
 use crate::fs::{lock, Entry, Filesystem, FsError, FsResult, OpenFile, OpenMode, Opened};
 use crate::lakefs::{LakeFs, ObjectInfo, META_CLIENT_MTIME, META_POSIX_PERMISSIONS, META_SYMLINK_TARGET};
 use crate::staging::LocalFile;
@@ -260,12 +260,12 @@ impl<L: LakeFs> Filesystem<L> {
             checksum: object.checksum.clone(),
             size: object.size,
         };
-        let tuning = ReadTuning {
-            block_size: self.config.block_size,
-            initial_window: self.config.initial_read_window,
-            max_window: self.config.max_read_window,
-        };
-        let reader = ObjectReader::new(self.client.clone(), self.cache.clone(), version, tuning);
+        let reader = ObjectReader::new(
+            self.client.clone(),
+            self.cache.clone(),
+            version,
+            self.config.read_tuning(),
+        );
         let fh = self.new_handle();
         lock(&self.files).insert(fh, Arc::new(OpenFile::Object(reader)));
         Opened {
