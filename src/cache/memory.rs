@@ -7,6 +7,7 @@
 //! reservations alone would pass the budget; a read the kernel is waiting for always reserves
 //! ([`MemoryBlockCache::reserve`]), so it can overshoot only by the blocks of reads in progress.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,17 +23,33 @@ struct Inner {
     bytes: u64,
     /// Bytes reserved by fetches in flight.
     reserved: u64,
+    /// For each cached block fetched in a run, the run's blocks: they share one buffer.
+    runs: HashMap<BlockKey, Arc<[BlockKey]>>,
 }
 
 impl Inner {
-    /// Evict least recently used blocks until `extra` more bytes fit, as far as blocks can be evicted.
+    /// Evict least recently used blocks until `extra` more bytes fit, as far as blocks can be evicted. Evicting
+    /// a block of a run evicts the rest of the run: its buffer is freed only when every block is gone, and a
+    /// block left behind would keep the whole buffer alive while the budget counts just the block.
     fn make_room(&mut self, extra: u64, max_bytes: u64) {
         while self.bytes + self.reserved + extra > max_bytes {
-            match self.blocks.pop_lru() {
-                Some((_, evicted)) => self.bytes -= evicted.len() as u64,
-                None => break,
+            let Some((key, evicted)) = self.blocks.pop_lru() else {
+                break;
+            };
+            self.bytes -= evicted.len() as u64;
+            if let Some(run) = self.runs.remove(&key) {
+                for sibling in run.iter() {
+                    self.remove(sibling);
+                }
             }
         }
+    }
+
+    fn remove(&mut self, key: &BlockKey) {
+        if let Some(block) = self.blocks.pop(key) {
+            self.bytes -= block.len() as u64;
+        }
+        self.runs.remove(key);
     }
 }
 
@@ -51,6 +68,7 @@ impl MemoryBlockCache {
                 blocks: LruCache::unbounded(),
                 bytes: 0,
                 reserved: 0,
+                runs: HashMap::new(),
             }),
             max_bytes,
             hits: AtomicU64::new(0),
@@ -82,6 +100,7 @@ impl MemoryBlockCache {
             return;
         }
         let mut inner = self.lock();
+        inner.runs.remove(&key);
         if let Some(old) = inner.blocks.put(key, data) {
             inner.bytes -= old.len() as u64;
         }
@@ -117,9 +136,20 @@ impl MemoryBlockCache {
 
     /// Drop a block (a stream's reader has passed it), so its buffer can serve the next fetch.
     pub fn remove(&self, key: &BlockKey) {
+        self.lock().remove(key);
+    }
+
+    /// Mark the cached blocks among `keys` as one run: slices of one buffer, evicted together.
+    pub fn link_run(&self, keys: &[BlockKey]) {
+        if keys.len() < 2 {
+            return;
+        }
+        let run: Arc<[BlockKey]> = keys.into();
         let mut inner = self.lock();
-        if let Some(block) = inner.blocks.pop(key) {
-            inner.bytes -= block.len() as u64;
+        for key in keys {
+            if inner.blocks.contains(key) {
+                inner.runs.insert(key.clone(), run.clone());
+            }
         }
     }
 
@@ -137,6 +167,7 @@ impl MemoryBlockCache {
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.blocks.clear();
+        inner.runs.clear();
         inner.bytes = 0;
     }
 
@@ -244,6 +275,32 @@ mod tests {
         assert!(cache.contains(&key(0)));
         assert!(!cache.contains(&key(1)));
         assert!(cache.contains(&key(2)));
+    }
+
+    #[test]
+    fn evicting_a_block_of_a_run_evicts_the_whole_run() {
+        let cache = MemoryBlockCache::new(16);
+        let run = Bytes::from_static(b"aaaabbbbcccc");
+        for i in 0..3 {
+            cache.put(key(i), run.slice(i as usize * 4..(i as usize + 1) * 4));
+        }
+        cache.link_run(&[key(0), key(1), key(2)]);
+        cache.put(key(3), Bytes::from_static(b"dddd"));
+        assert!(cache.get(&key(2)).is_some()); // the run's last block is now the most recent of all
+        cache.put(key(4), Bytes::from_static(b"eeee"));
+        assert!(
+            (0..3).all(|i| !cache.contains(&key(i))),
+            "the run left together, though one of its blocks was recent"
+        );
+        assert!(cache.contains(&key(3)) && cache.contains(&key(4)));
+        assert_eq!(cache.used_bytes(), 8);
+        // A block removed on its own leaves its run; the rest is still evicted together.
+        for i in 5..8 {
+            cache.put(key(i), run.slice((i as usize - 5) * 4..(i as usize - 4) * 4));
+        }
+        cache.link_run(&[key(5), key(6), key(7)]);
+        cache.remove(&key(5));
+        assert_eq!(cache.used_bytes(), 12);
     }
 
     #[test]

@@ -66,6 +66,15 @@ impl DataCache {
         reservation.fulfil(key, data);
     }
 
+    /// [`DataCache::put_reserved`] for the blocks of one run (slices of one buffer), which memory then evicts
+    /// together.
+    pub fn put_run_reserved(&self, keys: Vec<BlockKey>, blocks: &[Bytes], reservations: Vec<Reservation>) {
+        for ((key, block), reservation) in keys.iter().zip(blocks).zip(reservations) {
+            self.put_reserved(key.clone(), block.clone(), reservation);
+        }
+        self.memory.link_run(&keys);
+    }
+
     fn put_to_disk(&self, key: &BlockKey, data: &Bytes) {
         if let Some(disk) = self.disk.clone() {
             let (key, data) = (key.clone(), data.clone());

@@ -32,8 +32,7 @@
 //! [`crate::cache::memory`]), so cached blocks and GET buffers share the one `max_memory` bound. A prefetch that
 //! does not fit is not started - the window resumes on a later read - and a window is never more than a quarter
 //! of the budget, so streams cannot crowd each other's blocks out before they are read. The blocks of a run share
-//! one buffer, freed when the last of them leaves the cache; they are cached and dropped together, in order, so
-//! the budget's count of them stays close to what is held.
+//! one buffer, freed when the last of them leaves the cache, so the cache evicts a run's blocks together.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -324,9 +323,7 @@ impl<L: LakeFs> ObjectReader<L> {
             let blocks: Vec<Bytes> = (0..keys.len())
                 .map(|i| data.slice(i * block_size..((i + 1) * block_size).min(data.len())))
                 .collect();
-            for ((key, block), reservation) in keys.into_iter().zip(&blocks).zip(reservations) {
-                cache.put_reserved(key, block.clone(), reservation);
-            }
+            cache.put_run_reserved(keys, &blocks, reservations);
             Ok(blocks)
         });
         let fetch = Arc::new(FetchTask(task.abort_handle()));
