@@ -113,9 +113,10 @@ for t in "${tools[@]}"; do
     seq_warm=$(seq_read "$m")
   fi
   mount_tool "$t"
-  seq4[$t]=$(fio_bw --name=seq4 --rw=read --bs=1M --ioengine=psync --readonly --group_reporting \
-    --filename="$m/big/file0.bin" --name=r1 --filename="$m/big/file1.bin" --name=r2 --filename="$m/big/file2.bin" \
-    --name=r3 --filename="$m/big/file3.bin")
+  # Options before the first --name are global: every reader uses 1 MiB reads (fio's default is 4 KiB).
+  seq4[$t]=$(fio_bw --rw=read --bs=1M --ioengine=psync --readonly --group_reporting \
+    --name=r0 --filename="$m/big/file0.bin" --name=r1 --filename="$m/big/file1.bin" \
+    --name=r2 --filename="$m/big/file2.bin" --name=r3 --filename="$m/big/file3.bin")
   mount_tool "$t"
   rand[$t]=$(fio_iops --name=rand --filename="$m/big/file0.bin" --rw=randread --bs=4k --ioengine=psync --readonly \
     --time_based --runtime="$rand_secs" --norandommap)
