@@ -9,7 +9,7 @@
 //! atomically with the metadata write (a racing writer loses with 412).
 
 use std::collections::BTreeMap;
-use std::io::{self, SeekFrom};
+use std::io;
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -21,8 +21,6 @@ use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::protection::{check_write, BranchWrite};
 use super::{blocking, json_status, no_content, paginated, ApiError, ApiResult, AppState, JsonBody, Params};
@@ -35,8 +33,6 @@ const INTERNAL_HEADER_PREFIX: &str = "x-lakefs-internal-";
 /// Where `x-lakefs-internal-*` keys are stored (lakefs-api.md §5.6).
 const RESERVED_KEY_PREFIX: &str = "::lakefs::";
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-/// Read size when streaming a blob to the client (the 4 KiB default costs a syscall and a frame per page).
-const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
 /// Content types a browser may show in place (`Content-Disposition: inline`).
 const INLINE_TYPES: &[&str] = &[
@@ -344,15 +340,12 @@ async fn serve_object(
     if !with_body {
         return Ok((status, response_headers).into_response());
     }
-    let mut file = tokio::fs::File::open(state.store.blob_path(&entry.blob))
+    let chunks = state
+        .store
+        .read_blob_range(&entry.blob, start, length)
         .await
         .map_err(|e| ApiError::from(StoreError::Io(e)))?;
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::from(StoreError::Io(e)))?;
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(length), DOWNLOAD_CHUNK));
+    let body = Body::from_stream(chunks);
     Ok((status, response_headers, body).into_response())
 }
 

@@ -10,14 +10,12 @@
 //! back. Values outside printable ASCII are RFC 2047-encoded on the way out and decoded on the way in.
 
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use percent_encoding::percent_decode_str;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::body::{self, request_body};
 use super::error::{S3Error, S3ErrorCode, S3Result};
@@ -33,8 +31,6 @@ const HEADER_META_PREFIX: &str = "x-amz-meta-";
 /// Largest DeleteObjects request body accepted.
 const MAX_DELETE_BODY: usize = 2 << 20;
 const MAX_DELETE_KEYS: usize = 1000;
-/// Read size when streaming a blob.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// A single byte range resolved against an object size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,19 +234,13 @@ pub async fn get_object(ctx: &Ctx, head: bool) -> S3Result<Response> {
     let body = if head || length == 0 {
         Body::empty()
     } else {
-        let blob_path = ctx.store().blob_path(&entry.blob);
-        let mut file = match tokio::fs::File::open(&blob_path).await {
-            Ok(file) => file,
+        match ctx.store().read_blob_range(&entry.blob, start, length).await {
+            Ok(chunks) => Body::from_stream(chunks),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(S3Error::new(S3ErrorCode::NoSuchVersion).key(&ctx.full_key()))
             }
             Err(e) => return Err(S3Error::internal(e)),
-        };
-        if start > 0 {
-            file.seek(SeekFrom::Start(start)).await.map_err(S3Error::internal)?;
         }
-        let reader = file.take(length);
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK))
     };
 
     let mut response = Response::new(body);

@@ -51,6 +51,67 @@ pub(super) fn sweep_tmp(data_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes read from a blob per step when streaming it to a client: each step is one `pread` on the blocking pool,
+/// straight into the buffer that is then sent, so a download costs one copy out of the page cache and one into
+/// the socket.
+const READ_CHUNK: usize = 1 << 20;
+
+/// `length` bytes of the blob file at `path` from `start`, as a stream of chunks (`NotFound` if it is missing).
+pub async fn read_range(path: PathBuf, start: u64, length: u64) -> io::Result<impl Stream<Item = io::Result<Bytes>>> {
+    let file = std::sync::Arc::new(tokio::task::spawn_blocking(move || std::fs::File::open(path)).await??);
+    let end = start.saturating_add(length);
+    Ok(futures::stream::try_unfold(start, move |at| {
+        let file = file.clone();
+        async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let len = (end - at).min(READ_CHUNK as u64) as usize;
+            let chunk = tokio::task::spawn_blocking(move || read_at(&file, at, len)).await??;
+            let next = at + chunk.len() as u64;
+            Ok(Some((chunk, next)))
+        }
+    }))
+}
+
+/// Up to `len` bytes at `offset`, read into fresh memory without zeroing it first; an error at end of file, as
+/// a blob never shrinks under its entry.
+fn read_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buffer = Vec::<u8>::with_capacity(len);
+    loop {
+        let filled = buffer.len();
+        let spare = buffer.spare_capacity_mut();
+        if spare.is_empty() {
+            return Ok(buffer.into());
+        }
+        // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, which is owned, writable memory;
+        // exactly the bytes it reports written are then marked initialized.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + filled as u64) as libc::off_t,
+            )
+        };
+        if read > 0 {
+            // SAFETY: pread initialized the first `read` bytes of the spare capacity.
+            unsafe { buffer.set_len(filled + read as usize) };
+        } else if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob shorter than its entry",
+            ));
+        } else {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }

@@ -443,6 +443,16 @@ impl Store {
         blobs::blob_path(&self.inner.data_dir, blob)
     }
 
+    /// `length` bytes of blob `blob` from `start`, streamed in chunks; `NotFound` if the blob is missing.
+    pub async fn read_blob_range(
+        &self,
+        blob: &str,
+        start: u64,
+        length: u64,
+    ) -> std::io::Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + use<>> {
+        blobs::read_range(self.blob_path(blob), start, length).await
+    }
+
     /// A directory for the gateway's in-progress multipart uploads (part files, upload records).
     pub fn multipart_dir(&self) -> PathBuf {
         self.inner.data_dir.join(blobs::MULTIPART_DIR)
