@@ -9,10 +9,10 @@
 //!   behind or ahead also counts, as the kernel's concurrent readahead reorders reads). While reads stay
 //!   sequential the window (bytes fetched ahead of the reader) starts at `initial_read_window` and doubles each
 //!   time the reader enters a new block, up to `max_read_window`; every block in the window is requested at
-//!   once, so several GETs are in flight. Once the window holds two `max_read_request`s (4 MiB by default), prefetched blocks are requested
-//!   in aligned runs of that size, one GET per run: per byte, a few large requests cost the mount and the
-//!   server far less than many 1 MiB ones. Each block of a run is still its own cache entry (a slice of the
-//!   run's buffer), and the read that needs one waits only for its run.
+//!   once, so several GETs are in flight. Once the window holds two `max_read_request`s (4 MiB by default),
+//!   prefetched blocks are requested in aligned runs of that size, one GET per run: per byte, a few large
+//!   requests cost the mount and the server far less than many 1 MiB ones. Each block of a run is still its own
+//!   cache entry (a slice of the run's buffer), and the read that needs one waits only for its run.
 //! - A stream through an object larger than the whole memory budget drops the blocks its reader has passed: an
 //!   LRU could not keep them until a second pass anyway, the kernel's page cache has them, and their buffers
 //!   serve the next fetches, so a long read touches the same few MiB of memory instead of the whole budget.
@@ -69,7 +69,7 @@ pub struct ReadTuning {
 
 type SharedBlock = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
-/// A fetch task, aborted once no block entry refers to it any more (every block of a span was dropped).
+/// A fetch task, aborted once no block entry refers to it any more (every block of its run was given up).
 struct FetchTask(tokio::task::AbortHandle);
 
 impl Drop for FetchTask {
@@ -583,6 +583,18 @@ mod tests {
         (mock, Arc::new(cache), object, data)
     }
 
+    /// Every byte of the reader's object, in sequential reads of `chunk` bytes.
+    async fn read_to_end(reader: &ObjectReader<MockLakeFs>, chunk: u32) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            let read = reader.read(got.len() as u64, chunk).await.unwrap();
+            if read.is_empty() {
+                return got;
+            }
+            got.extend_from_slice(&read);
+        }
+    }
+
     fn tuning() -> ReadTuning {
         ReadTuning {
             block_size: 4 * KIB,
@@ -633,15 +645,7 @@ mod tests {
         );
         // A healthy reader of the same content finds nothing wrong cached and reads every byte.
         let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning());
-        let mut got = Vec::new();
-        loop {
-            let chunk = reader.read(got.len() as u64, 5000).await.unwrap();
-            if chunk.is_empty() {
-                break;
-            }
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, data);
+        assert_eq!(read_to_end(&reader, 5000).await, data);
     }
 
     #[tokio::test]
@@ -762,15 +766,7 @@ mod tests {
             ..tuning()
         };
         let reader = ObjectReader::new(mock.clone(), cache.clone(), object, tuning);
-        let mut got = Vec::new();
-        loop {
-            let chunk = reader.read(got.len() as u64, 3000).await.unwrap();
-            if chunk.is_empty() {
-                break;
-            }
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, data);
+        assert_eq!(read_to_end(&reader, 3000).await, data);
         assert_eq!(reader.fetches(), 50, "every block fetched exactly once");
         let gets = mock.requests("get_object_range");
         assert!(

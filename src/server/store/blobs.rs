@@ -74,8 +74,8 @@ pub async fn read_range(path: PathBuf, start: u64, length: u64) -> io::Result<im
     }))
 }
 
-/// Up to `len` bytes at `offset`, read into fresh memory without zeroing it first; an error at end of file, as
-/// a blob never shrinks under its entry.
+/// Exactly `len` bytes at `offset`, read into fresh memory without zeroing it first; end of file first is an
+/// error, as a blob never shrinks under its entry.
 fn read_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Bytes> {
     use std::os::fd::AsRawFd;
     let mut buffer = Vec::<u8>::with_capacity(len);
