@@ -7,12 +7,16 @@
 # Every mount starts with cold kernel caches, the server's included (its blobs are read from disk). The plain
 # client is measured the same way, then warm; lakefs-fuse's sequential read is also repeated with the server's
 # page cache warm, so each of its two ratios compares like with like.
+# The cold sequential read, the plain client's cold GET and the random reads run ROUNDS times (default 3),
+# interleaved, in an order that rotates each round; the table shows each one's median. This VM's disk and CPU
+# drift by +-25% over minutes, so one tool measured minutes after another would compare the drift, not the tools.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 file_mib=${1:-1024}
 rand_secs=${2:-60}
 objects=${3:-100000}
 op_timeout=${OP_TIMEOUT:-300}
+rounds=${ROUNDS:-3}
 work=$(mktemp -d /tmp/lakefs-bench-read.XXXXXX)
 port=18124
 ep=http://127.0.0.1:$port
@@ -23,7 +27,8 @@ tools=(lakefs-fuse s3fs rclone)
 server_pid=
 lakefs_opts=
 
-unmount_all() { for t in "${tools[@]}"; do fusermount3 -u "$work/mnt/$t" 2>/dev/null || fusermount3 -uz "$work/mnt/$t" 2>/dev/null || true; done; }
+unmount_tool() { fusermount3 -u "$work/mnt/$1" 2>/dev/null || fusermount3 -uz "$work/mnt/$1" 2>/dev/null || true; }
+unmount_all() { for t in "${tools[@]}"; do unmount_tool "$t"; done; }
 cleanup() { unmount_all; [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -102,13 +107,54 @@ peak_rss() { local pid; pid=$(pid_of_mount); [ -n "$pid" ] && awk '/VmHWM/ {prin
 # no disk cache); random readers fill the kernel page cache through FUSE_NOTIFY_STORE.
 declare -A seq seq4 rand lscold lswarm lswarm2 findt
 declare -A rss
+sdk_get() { # STREAMS -> MiB/s of a plain aws-sdk-s3 GET of file0
+  "$target/release/examples/s3_throughput" "$ep" bench main/big/file0.bin /dev/null "$1" get |
+    sed -E 's/.*"mib_per_s":([0-9.]+).*/\1/'
+}
+median() { printf '%s\n' "$@" | python3 -c 'import statistics,sys
+v=[x for x in sys.stdin.read().split() if x.replace(".","",1).isdigit()]
+m=statistics.median([float(x) for x in v]) if v else None
+print("n/a" if m is None else round(m, 1) if any("." in x for x in v) else round(m))'; }
+max_of() { [ "$2" = n/a ] && echo "$1" || echo $(($1 > $2 ? $1 : $2)); }
+
+# The contested measurements, in rounds: each tool's cold sequential read, the plain client's cold GET between
+# them, then each tool's random reads. The order rotates so that no tool always runs first or last.
+declare -A seq_runs rand_runs
+sdk1_runs=()
+for r in $(seq "$rounds"); do
+  shift_by=$(((r - 1) % ${#tools[@]}))
+  order=("${tools[@]:$shift_by}" "${tools[@]:0:$shift_by}")
+  echo "== round $r of $rounds: ${order[*]}" >&2
+  for t in "${order[@]}"; do
+    mount_tool "$t"
+    seq_runs[$t]+="$(seq_read "$work/mnt/$t") "
+    [ "$t" = lakefs-fuse ] && rss[seq]=$(max_of "${rss[seq]:-0}" "$(peak_rss)")
+    unmount_tool "$t"
+    [ "$t" = "${order[0]}" ] && { cold_caches; sdk1_runs+=("$(sdk_get 1)"); }
+  done
+  for t in "${order[@]}"; do
+    mount_tool "$t"
+    rand_runs[$t]+="$(fio_iops --name=rand --filename="$work/mnt/$t/big/file0.bin" --rw=randread --bs=4k \
+      --ioengine=psync --readonly --time_based --runtime="$rand_secs" --norandommap) "
+    [ "$t" = lakefs-fuse ] && rss[rand]=$(max_of "${rss[rand]:-0}" "$(peak_rss)")
+    unmount_tool "$t"
+  done
+done
+for t in "${tools[@]}"; do
+  # shellcheck disable=SC2086 # word splitting intended: one value per round
+  seq[$t]=$(median ${seq_runs[$t]})
+  # shellcheck disable=SC2086
+  rand[$t]=$(median ${rand_runs[$t]})
+done
+sdk1=$(median "${sdk1_runs[@]}")
+
+# Measured once: the rest of the jobs are not close calls.
 for t in "${tools[@]}"; do
   echo "== $t" >&2
   m=$work/mnt/$t
-  mount_tool "$t"
-  seq[$t]=$(seq_read "$m")
-  [ "$t" = lakefs-fuse ] && rss[seq]=$(peak_rss)
-  if [ "$t" = lakefs-fuse ]; then # again with the server's page cache holding the file, as the warm GET below
+  if [ "$t" = lakefs-fuse ]; then # with the server's page cache holding the file, as the warm GET below
+    mount_tool "$t"
+    seq_read "$m" >/dev/null
     mount_tool "$t" warm
     seq_warm=$(seq_read "$m")
   fi
@@ -117,10 +163,6 @@ for t in "${tools[@]}"; do
   seq4[$t]=$(fio_bw --rw=read --bs=1M --ioengine=psync --readonly --group_reporting \
     --name=r0 --filename="$m/big/file0.bin" --name=r1 --filename="$m/big/file1.bin" \
     --name=r2 --filename="$m/big/file2.bin" --name=r3 --filename="$m/big/file3.bin")
-  mount_tool "$t"
-  rand[$t]=$(fio_iops --name=rand --filename="$m/big/file0.bin" --rw=randread --bs=4k --ioengine=psync --readonly \
-    --time_based --runtime="$rand_secs" --norandommap)
-  [ "$t" = lakefs-fuse ] && rss[rand]=$(peak_rss)
   mount_tool "$t"
   lscold[$t]=$(timed ls -l "$m/flat")
   lswarm[$t]=$(timed ls -l "$m/flat")
@@ -145,13 +187,8 @@ rss[seq512]=$(peak_rss)
 fusermount3 -u "$m"
 lakefs_opts=
 
-sdk_get() { # STREAMS -> MiB/s of a plain aws-sdk-s3 GET of file0
-  "$target/release/examples/s3_throughput" "$ep" bench main/big/file0.bin /dev/null "$1" get |
-    sed -E 's/.*"mib_per_s":([0-9.]+).*/\1/'
-}
-# Cold like the mount's read above (the server reads the blob from disk), then warm (from its page cache).
-cold_caches
-sdk1=$(sdk_get 1)
+# Warm: from the server's page cache, like the mount's second sequential read.
+sdk_get 1 >/dev/null
 sdk1_warm=$(sdk_get 1)
 sdk8=$(sdk_get 8)
 
@@ -184,10 +221,14 @@ row "ls -l of $objects objects, warm (again at once), s" lower "${lswarm[lakefs-
 row "ls -l of $objects objects, warm (after metadata_ttl), s" lower "${lswarm2[lakefs-fuse]}" "${lswarm2[s3fs]}" "${lswarm2[rclone]}"
 row "find over $objects objects in 1000 dirs, s" lower "${findt[lakefs-fuse]}" "${findt[s3fs]}" "${findt[rclone]}"
 echo
+echo "Each round's values (the table shows their medians):"
+for t in "${tools[@]}"; do echo "- $t: cold sequential read ${seq_runs[$t]}MiB/s; random reads ${rand_runs[$t]}IOPS"; done
+echo "- aws-sdk-s3, 1 stream, cold: ${sdk1_runs[*]} MiB/s"
+echo
 python3 - "${seq[lakefs-fuse]}" "$sdk1" "${seq_warm:-n/a}" "$sdk1_warm" "$sdk8" <<'PY'
 import sys
 ours, one, ours_warm, one_warm, eight = sys.argv[1:]
-print(f"aws-sdk-s3 GET of the same file, 1 stream: {one} MiB/s from a cold server cache, {one_warm} MiB/s warm; "
+print(f"aws-sdk-s3 GET of the same file, 1 stream: {one} MiB/s (median) from a cold server cache, {one_warm} MiB/s warm; "
       f"8 ranged streams warm: {eight} MiB/s")
 def share(a, b):
     try:
