@@ -36,13 +36,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::error::{FsError, FsResult};
 use crate::cache::{BlockKey, DataCache, KernelPageCache, Reservation};
+use crate::lakefs::buffers::BufferPool;
 use crate::lakefs::LakeFs;
 
 /// One object version, as a handle reads it.
@@ -78,7 +79,10 @@ impl Drop for FetchTask {
     }
 }
 
-/// A block on its way; dropping the entry gives up on it.
+/// A block on its way. The fetch runs while any clone of an entry of its run exists: the handle's map holds one
+/// per block it still wants, and each read waiting for a block holds one, so a read is never left waiting on a
+/// fetch that another read gave up on.
+#[derive(Clone)]
 struct InFlight {
     block: SharedBlock,
     _task: Arc<FetchTask>,
@@ -118,6 +122,26 @@ impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
             .field("object", &self.object)
             .finish_non_exhaustive()
     }
+}
+
+/// Buffers for replies assembled from two or more blocks or chunks, recycled: a fresh buffer of a whole block
+/// is a new mapping that the kernel faults in page by page. Such replies are rare with the kernel's default
+/// readahead, but every reply crosses a block boundary once readahead is larger than a block and the reads
+/// are small (`read_ahead_kb=1024` and 128 KiB reads: each of its 1 MiB requests spans two blocks).
+static REPLY_BUFFERS: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(REPLY_BUFFERS_IDLE_BYTES));
+const REPLY_BUFFERS_IDLE_BYTES: usize = 8 << 20;
+
+/// `pieces` (each with the file offset it starts at) cut to `offset..end` and joined in one buffer.
+fn assemble<'a>(offset: u64, end: u64, pieces: impl IntoIterator<Item = (u64, &'a Bytes)>) -> Bytes {
+    let mut out = REPLY_BUFFERS.take((end - offset) as usize);
+    for (start, piece) in pieces {
+        let from = offset.max(start) - start;
+        let to = end.min(start + piece.len() as u64) - start;
+        if from < to {
+            out.extend_from_slice(&piece[from as usize..to as usize]);
+        }
+    }
+    out.freeze()
 }
 
 /// Alignment of the ranged GET a random read makes (never more than a block).
@@ -261,14 +285,7 @@ impl<L: LakeFs> ObjectReader<L> {
             let start = first * align;
             return Ok(chunk.slice((offset - start) as usize..(end - start) as usize));
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (c, chunk) in (first..).zip(&chunks) {
-            let start = c * align;
-            let from = offset.max(start) - start;
-            let to = end.min(start + chunk.len() as u64) - start;
-            out.extend_from_slice(&chunk[from as usize..to as usize]);
-        }
-        Ok(out.freeze())
+        Ok(assemble(offset, end, (first..).map(|c| c * align).zip(&chunks)))
     }
 
     fn block_range(&self, index: u64) -> Range<u64> {
@@ -367,14 +384,18 @@ impl<L: LakeFs> ObjectReader<L> {
         let last = (end - 1) / bs;
         let last_block_of_file = (size - 1) / bs;
 
-        let mut needed: Vec<(u64, Option<SharedBlock>)> = Vec::new();
+        let mut needed: Vec<(u64, Option<InFlight>)> = Vec::new();
         let mut direct = false;
         let random;
+        // First block whose entry the handle keeps: reads the kernel sent concurrently may still arrive for the
+        // blocks just behind this one. One run's worth: a resolved entry holds its block's memory.
+        let keep_from;
         {
             let mut state = self.lock();
             // The kernel's readahead issues reads concurrently, so they may arrive out of order: a read within a
             // window (at least two blocks) behind or ahead of the stream's position still belongs to it.
             let tolerance = state.window.max(2 * bs);
+            keep_from = first.saturating_sub(tolerance.min(self.tuning.max_request) / bs);
             let in_stream = offset.saturating_add(tolerance) >= state.next_offset
                 && offset <= state.next_offset.saturating_add(tolerance);
             random = !in_stream;
@@ -406,14 +427,14 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             }
             if !direct {
-                // Blocks before this read are consumed or skipped; blocks far past it after a seek are unwanted.
+                // Blocks well before this read are consumed or skipped; blocks far past it after a seek are unwanted.
                 let window_end_block =
                     (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
                 let stale: Vec<u64> = state
                     .in_flight
                     .keys()
                     .copied()
-                    .filter(|b| *b < first || *b > window_end_block.max(last))
+                    .filter(|b| *b < keep_from || *b > window_end_block.max(last))
                     .collect();
                 for index in stale {
                     state.in_flight.remove(&index);
@@ -471,7 +492,7 @@ impl<L: LakeFs> ObjectReader<L> {
                     index += count;
                 }
                 for index in first..=last {
-                    needed.push((index, state.in_flight.get(&index).map(|e| e.block.clone())));
+                    needed.push((index, state.in_flight.get(&index).cloned()));
                 }
                 if in_stream && self.object.size > self.cache.memory.max_bytes() && last >= 2 {
                     // A stream through an object larger than the whole budget drops the blocks its reader has
@@ -495,13 +516,12 @@ impl<L: LakeFs> ObjectReader<L> {
             return self.read_chunks(offset, end).await;
         }
 
-        let single_block = needed.len() == 1;
-        let mut out = BytesMut::with_capacity(if single_block { 0 } else { (end - offset) as usize });
+        let mut blocks = Vec::with_capacity(needed.len());
         for (index, pending) in needed {
             let block = match self.cache.memory.get(&self.key(index)) {
                 Some(block) => block,
                 None => match pending {
-                    Some(pending) => match pending.await {
+                    Some(pending) => match pending.block.await {
                         Ok(block) => block,
                         Err(err) => {
                             // The fetch may have been a prefetch started long ago: try once more now, and never
@@ -522,24 +542,24 @@ impl<L: LakeFs> ObjectReader<L> {
                     }
                 },
             };
-            let block_start = index * bs;
             if random {
                 self.offer_to_kernel(index, &block);
             }
-            let from = offset.max(block_start) - block_start;
-            let to = end.min(block_start + block.len() as u64) - block_start;
-            if single_block {
-                // The common case (the kernel's reads never cross a block): hand out a view, copy nothing.
-                self.lock().in_flight.retain(|index, _| *index >= last);
-                return Ok(block.slice(from.min(to) as usize..to as usize));
-            }
-            if from < to {
-                out.extend_from_slice(&block[from as usize..to as usize]);
-            }
+            blocks.push((index * bs, block));
         }
-        // Blocks the reader has now fully passed no longer need an entry.
-        self.lock().in_flight.retain(|index, _| *index >= last);
-        Ok(out.freeze())
+        // Blocks the reader has passed by more than the tolerance no longer need an entry.
+        self.lock().in_flight.retain(|index, _| *index >= keep_from);
+        if let [(start, block)] = &blocks[..] {
+            // The common case (the kernel's reads never cross a block): hand out a view, copy nothing.
+            let from = (offset - start).min(block.len() as u64);
+            let to = (end - start).min(block.len() as u64);
+            return Ok(block.slice(from as usize..to as usize));
+        }
+        Ok(assemble(
+            offset,
+            end,
+            blocks.iter().map(|(start, block)| (*start, block)),
+        ))
     }
 }
 
@@ -658,6 +678,30 @@ mod tests {
             assert!(reader.window() > 0, "read at {offset} was taken for a seek");
         }
         assert!(reader.window() > tuning().initial_window);
+    }
+
+    #[tokio::test]
+    async fn a_read_waiting_for_its_block_keeps_the_fetch_when_a_later_read_finishes_first() {
+        let (mock, cache, object, data) = setup(200 * KIB as usize);
+        // Block 1's response is slow: the reads the kernel sent for blocks 1 and 3 at once finish in reverse.
+        mock.set_range_delay(4 * KIB, std::time::Duration::from_millis(300));
+        let reader = Arc::new(ObjectReader::new(mock.clone(), cache, object, tuning()));
+        reader.read(0, 4096).await.unwrap();
+        let waiting = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.read(4 * KIB, 4096).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let later = reader.read(12 * KIB, 4096).await.unwrap();
+        assert_eq!(&later[..], &data[12 * KIB as usize..16 * KIB as usize]);
+        assert!(!waiting.is_finished(), "block 1 is still on its way");
+        let block = waiting.await.unwrap().unwrap();
+        assert_eq!(&block[..], &data[4 * KIB as usize..8 * KIB as usize]);
+        assert_eq!(
+            mock.range_requests_at(4 * KIB),
+            1,
+            "block 1's fetch was not given up and made again"
+        );
     }
 
     #[tokio::test]

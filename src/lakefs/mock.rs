@@ -73,6 +73,10 @@ struct MockState {
     failures: BTreeMap<String, (LakeFsError, u32)>,
     /// How long each `upload_file` takes, as over a slow link.
     upload_delay: std::time::Duration,
+    /// How long a ranged read starting at a given offset takes (one slow response among fast ones).
+    range_delays: BTreeMap<u64, std::time::Duration>,
+    /// Ranged reads made, by the offset they started at.
+    range_starts: BTreeMap<u64, u64>,
     /// Raw listing pages served verbatim, per (repository, ref, prefix): a misbehaving server.
     scripted_listings: BTreeMap<(String, String, String), std::collections::VecDeque<Page<ListEntry>>>,
     /// Multipart uploads in progress: target and parts by number.
@@ -343,6 +347,16 @@ impl MockLakeFs {
     /// Make the next call of `operation` (a trait method's name) fail with `error`.
     pub fn fail_next(&self, operation: &'static str, error: LakeFsError) {
         self.lock().faults.insert(operation, error);
+    }
+
+    /// Make every ranged read that starts at `offset` take `delay` before it answers.
+    pub fn set_range_delay(&self, offset: u64, delay: std::time::Duration) {
+        self.lock().range_delays.insert(offset, delay);
+    }
+
+    /// Ranged reads made that started at `offset`.
+    pub fn range_requests_at(&self, offset: u64) -> u64 {
+        self.lock().range_starts.get(&offset).copied().unwrap_or(0)
     }
 
     /// Make every `upload_file` take `delay` (the upload lands at its end).
@@ -685,6 +699,14 @@ impl LakeFs for MockLakeFs {
         range: Range<u64>,
     ) -> Result<ObjectBytes> {
         self.begin("get_object_range")?;
+        let delay = {
+            let mut state = self.lock();
+            *state.range_starts.entry(range.start).or_default() += 1;
+            state.range_delays.get(&range.start).copied()
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let state = self.lock();
         let tree = state.repo(repo)?.tree(reference)?;
         let object = tree
