@@ -74,7 +74,8 @@ pub struct MountArgs {
     pub foreground: bool,
     /// Comma-separated mount options, as in fstab (repeatable): endpoint=, access_key_id=, secret_access_key=,
     /// config=, uid=, gid=, file_mode=, dir_mode=, metadata_ttl=, max_memory=, cache_dir=, cache_size=,
-    /// max_staging=, upload_eager, threads=, timeout=, read_only (or ro), allow_other, debug, log_file=,
+    /// max_staging=, upload_eager, threads=, read_ahead_kb= (kernel readahead, default 1024; 0 keeps the kernel's),
+    /// timeout=, read_only (or ro), allow_other, debug, log_file=,
     /// metrics=ADDRESS (Prometheus metrics on http://ADDRESS/metrics, e.g. metrics=127.0.0.1:9464). Generic options
     /// (rw, defaults, noauto, _netdev, nofail, user, x-systemd.*) are ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]

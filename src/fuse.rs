@@ -556,6 +556,8 @@ pub struct FuseConfig {
     pub threads: usize,
     /// Shown by `mount` as the source (`fsname=`).
     pub fs_name: String,
+    /// The kernel's readahead for this mount in KiB, set once it is live; `None` keeps the kernel's 128 KiB.
+    pub read_ahead_kb: Option<u32>,
 }
 
 impl FuseConfig {

@@ -234,3 +234,39 @@ fn sigterm_unmounts_cleanly() {
     assert!(status.success(), "{status}:\n{}", mount.log_text());
     assert!(!is_mounted(mount.path()), "still mounted after SIGTERM");
 }
+
+/// The kernel's readahead for the mount, in KiB, once it has been set (the mount sets it just after going live).
+fn read_ahead_kb(mount: &Mount, expected: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(mount.path()).unwrap().dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(device),
+        libc::minor(device)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let kb: u32 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        if kb == expected || Instant::now() > deadline {
+            return kb;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_kernel_readahead_is_raised_unless_turned_off() {
+    let server = Server::start();
+    server.create_repository("sales");
+    let kept = Mount::start(&server, "lakefs://sales/main", "read_ahead_kb=0");
+    assert_eq!(read_ahead_kb(&kept, 128), 128, "the kernel's default for FUSE");
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: sysfs is read-only, the mount keeps the kernel's readahead");
+        return;
+    }
+    let raised = Mount::start(&server, "lakefs://sales/main", "");
+    assert_eq!(read_ahead_kb(&raised, 1024), 1024);
+    let chosen = Mount::start(&server, "lakefs://sales/main", "read_ahead_kb=256");
+    assert_eq!(read_ahead_kb(&chosen, 256), 256);
+}

@@ -189,6 +189,7 @@ where
         allow_other: request.options.allow_other,
         threads: request.options.threads.unwrap_or(16),
         fs_name: "lakefs".to_string(),
+        read_ahead_kb: Some(request.options.read_ahead_kb.unwrap_or(DEFAULT_READ_AHEAD_KB)).filter(|kb| *kb > 0),
     };
 
     if request.foreground {
@@ -267,6 +268,17 @@ fn serve<L: LakeFs>(
     std::thread::Builder::new().name("fuse-session".into()).spawn(move || {
         let _ = done_tx.send(session.run());
     })?;
+    if let Some(kb) = fuse.read_ahead_kb {
+        let mountpoint = mountpoint.to_path_buf();
+        std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn(move || match set_read_ahead(&mountpoint, kb) {
+                Ok(()) => tracing::debug!(kb, "kernel readahead set"),
+                Err(err) => {
+                    tracing::info!(error = %err, kb, "kernel readahead left at its default (setting it needs root)")
+                }
+            })?;
+    }
     let signalled = runtime.block_on(async {
         tokio::select! {
             result = &mut done_rx => Err(result),
@@ -293,6 +305,27 @@ fn serve<L: LakeFs>(
     finish_uploads(&runtime, &fs);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// The kernel's readahead for a mount, in KiB: one FUSE request of the largest size (256 pages), which is also
+/// one block of the data cache. FUSE mounts start at 128 KiB, so a reader making 1 MiB reads has only a quarter
+/// of a read requested ahead of it; measured on the 1 GiB sequential read (fio, 1 MiB reads): 8-10% faster
+/// with 1024 than with 128, and slower again from 2048 on, where more concurrent requests cost more than they
+/// hide. Small reads (128 KiB) run the same with either.
+pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
+
+/// Set the readahead of the mount at `mountpoint` through its backing device's `read_ahead_kb` in sysfs: the only
+/// way to raise it, as the `max_readahead` of FUSE's INIT reply can only lower it. Writing needs root.
+fn set_read_ahead(mountpoint: &Path, kb: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // The stat is served by the session, so it returns after INIT, whose reply would reset an earlier value.
+    let device = std::fs::metadata(mountpoint)?.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(device),
+        libc::minor(device)
+    );
+    std::fs::write(path, kb.to_string())
 }
 
 /// How long an unmounted daemon keeps uploading files closed before the unmount.

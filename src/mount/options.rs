@@ -50,6 +50,8 @@ pub struct MountOptions {
     /// Bytes of written data staged locally at most.
     pub max_staging: Option<u64>,
     pub threads: Option<usize>,
+    /// The kernel's readahead for the mount in KiB (`read_ahead_kb=`); 0 keeps the kernel's default.
+    pub read_ahead_kb: Option<u32>,
     pub read_only: bool,
     /// Upload full parts of a file while it is written (DESIGN §3).
     pub upload_eager: Option<bool>,
@@ -87,6 +89,7 @@ impl std::fmt::Debug for MountOptions {
             .field("cache_size", &self.cache_size)
             .field("max_staging", &self.max_staging)
             .field("threads", &self.threads)
+            .field("read_ahead_kb", &self.read_ahead_kb)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
             .field("debug", &self.debug)
@@ -207,6 +210,9 @@ impl MountOptions {
                 "cache_size" => self.cache_size = Some(parse_size(&need()?).map_err(invalid)?),
                 "max_staging" => self.max_staging = Some(parse_size(&need()?).map_err(invalid)?),
                 "threads" => self.threads = Some(need()?.parse().map_err(|_| invalid("not a number".into()))?),
+                "read_ahead_kb" => {
+                    self.read_ahead_kb = Some(need()?.parse().map_err(|_| invalid("not a number of KiB".into()))?)
+                }
                 "read_only" | "ro" => self.read_only = true,
                 "upload_eager" => {
                     self.upload_eager = Some(match value {
@@ -391,6 +397,13 @@ mod tests {
         assert_eq!(options.max_memory, Some(1 << 30));
         assert!(options.read_only && options.allow_other && !options.debug);
         assert_eq!(options.upload_eager, None);
+        assert_eq!(options.read_ahead_kb, None);
+        options.apply_o("read_ahead_kb=4096").unwrap();
+        assert_eq!(options.read_ahead_kb, Some(4096));
+        assert!(
+            options.apply_o("read_ahead_kb=1M").is_err(),
+            "KiB, as the kernel's sysfs file takes"
+        );
         options.apply_o("upload_eager").unwrap();
         assert_eq!(options.upload_eager, Some(true));
         options.apply_o("upload_eager=off").unwrap();
