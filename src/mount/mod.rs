@@ -85,6 +85,13 @@ fn check_fuse_device() -> anyhow::Result<()> {
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container --device /dev/fuse");
     }
+    // fuser opens the device before it falls back to fusermount3, so a user who cannot open it gets a bare EACCES
+    // from the mount. Distributions make it 0666; some containers leave it 0600.
+    // SAFETY: geteuid cannot fail; access reads the NUL-terminated path and nothing else.
+    let usable = unsafe { libc::geteuid() == 0 || libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) == 0 };
+    if !usable {
+        bail!("/dev/fuse is not readable and writable by this user: make it mode 0666 (chmod 666 /dev/fuse, as distributions ship it) or mount as root");
+    }
     Ok(())
 }
 
