@@ -125,9 +125,9 @@ impl<L: LakeFs> std::fmt::Debug for ObjectReader<L> {
 }
 
 /// Buffers for replies assembled from two or more blocks or chunks, recycled: a fresh buffer of a whole block
-/// is a new mapping that the kernel faults in page by page. Such replies are rare with the kernel's default
-/// readahead, but every reply crosses a block boundary once readahead is larger than a block and the reads
-/// are small (`read_ahead_kb=1024` and 128 KiB reads: each of its 1 MiB requests spans two blocks).
+/// is a new mapping that the kernel faults in page by page. Such replies are rare with the kernel's 128 KiB
+/// readahead. With the mount's 1024 KiB (`read_ahead_kb`) and reads smaller than a block (`cat`: 128 KiB), the
+/// kernel's 1 MiB requests start mid-block and nearly every reply spans two blocks.
 static REPLY_BUFFERS: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(REPLY_BUFFERS_IDLE_BYTES));
 const REPLY_BUFFERS_IDLE_BYTES: usize = 8 << 20;
 
