@@ -281,9 +281,10 @@ fn serve<L: LakeFs>(
             .name("read-ahead".into())
             .spawn(move || match set_read_ahead(&mountpoint, kb) {
                 Ok(()) => tracing::debug!(kb, "kernel readahead set"),
-                Err(err) => {
-                    tracing::info!(error = %err, kb, "kernel readahead left at its default (setting it needs root)")
+                Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::info!(kb, "kernel readahead left at its default: setting it needs root")
                 }
+                Err(err) => tracing::warn!(error = %err, kb, "kernel readahead left at its default"),
             })?;
     }
     let signalled = runtime.block_on(async {
@@ -316,9 +317,10 @@ fn serve<L: LakeFs>(
 
 /// The kernel's readahead for a mount, in KiB: one FUSE request of the largest size (256 pages), which is also
 /// one block of the data cache. FUSE mounts start at 128 KiB, so a reader making 1 MiB reads has only a quarter
-/// of a read requested ahead of it; measured on the 1 GiB sequential read (fio, 1 MiB reads): 8-10% faster
+/// of a read requested ahead of it; measured on the 1 GiB sequential read (fio, 1 MiB reads): 7-10% faster
 /// with 1024 than with 128, and slower again from 2048 on, where more concurrent requests cost more than they
-/// hide. Small reads (128 KiB) run the same with either.
+/// hide. Small reads (128 KiB) run the same with either. The price is a higher peak RSS on long reads (about 75
+/// to 120-150 MiB), as more run buffers are in use at once (docs/BENCHMARKS.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
 /// Set the readahead of the mount at `mountpoint` through its backing device's `read_ahead_kb` in sysfs: the only
