@@ -320,7 +320,7 @@ fn serve<L: LakeFs>(
 /// of a read requested ahead of it; measured on the 1 GiB sequential read (fio, 1 MiB reads): 7-10% faster
 /// with 1024 than with 128, and slower again from 2048 on, where more concurrent requests cost more than they
 /// hide. Small reads (128 KiB) run the same with either. The price is a higher peak RSS on long reads (about 75
-/// to 120-150 MiB), as more run buffers are in use at once (docs/BENCHMARKS.md).
+/// to 120-150 MiB; not the block cache, which stayed under 50 MiB; probably run buffers, see docs/BENCHMARKS.md).
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
 /// Set the readahead of the mount at `mountpoint` through its backing device's `read_ahead_kb` in sysfs: the only
