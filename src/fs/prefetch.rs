@@ -427,14 +427,16 @@ impl<L: LakeFs> ObjectReader<L> {
                 }
             }
             if !direct {
-                // Blocks well before this read are consumed or skipped; blocks far past it after a seek are unwanted.
+                // Blocks well before this read are consumed or skipped; blocks past it after a seek are unwanted.
+                // A read within the stream keeps what lies past its own window: when it arrived late (the
+                // kernel's reads overtake each other), a later read planned those blocks and still wants them.
                 let window_end_block =
                     (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
                 let stale: Vec<u64> = state
                     .in_flight
                     .keys()
                     .copied()
-                    .filter(|b| *b < keep_from || *b > window_end_block.max(last))
+                    .filter(|b| *b < keep_from || (random && *b > last))
                     .collect();
                 for index in stale {
                     state.in_flight.remove(&index);
@@ -702,6 +704,44 @@ mod tests {
             1,
             "block 1's fetch was not given up and made again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_late_read_behind_the_stream_keeps_the_prefetches_past_its_own_window() {
+        let (mock, cache, object, data) = setup(200 * KIB as usize);
+        // Blocks 17 and 18 stay in flight long enough for the late read below to see them.
+        for block in [17, 18] {
+            mock.set_range_delay(block * 4 * KIB, std::time::Duration::from_millis(200));
+        }
+        let reader = ObjectReader::new(mock.clone(), cache, object, tuning());
+        for block in 0..10 {
+            reader.read(block * 4 * KIB, 4096).await.unwrap();
+        }
+        assert_eq!(reader.window(), tuning().max_window);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // lets the prefetches start
+        assert_eq!(
+            mock.range_requests_at(17 * 4 * KIB),
+            1,
+            "the stream prefetched block 17"
+        );
+        // The kernel's concurrent reads arrive out of order: one for block 8 comes after the read of block 9.
+        // Its window ends at block 16, but the blocks the stream prefetched past that are still wanted.
+        let late = reader.read(8 * 4 * KIB, 4096).await.unwrap();
+        assert_eq!(&late[..], &data[32 * KIB as usize..36 * KIB as usize]);
+        for block in 10..20 {
+            let got = reader.read(block * 4 * KIB, 4096).await.unwrap();
+            assert_eq!(
+                &got[..],
+                &data[(block * 4 * KIB) as usize..((block + 1) * 4 * KIB) as usize]
+            );
+        }
+        for block in [17, 18] {
+            assert_eq!(
+                mock.range_requests_at(block * 4 * KIB),
+                1,
+                "block {block}'s prefetch was not given up and made again"
+            );
+        }
     }
 
     #[tokio::test]
