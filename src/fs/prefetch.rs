@@ -430,17 +430,9 @@ impl<L: LakeFs> ObjectReader<L> {
                 // Blocks well before this read are consumed or skipped; blocks past it after a seek are unwanted.
                 // A read within the stream keeps what lies past its own window: when it arrived late (the
                 // kernel's reads overtake each other), a later read planned those blocks and still wants them.
+                state.in_flight.retain(|b, _| *b >= keep_from && !(random && *b > last));
                 let window_end_block =
                     (end.saturating_add(state.window).saturating_sub(1) / bs).min(last_block_of_file);
-                let stale: Vec<u64> = state
-                    .in_flight
-                    .keys()
-                    .copied()
-                    .filter(|b| *b < keep_from || (random && *b > last))
-                    .collect();
-                for index in stale {
-                    state.in_flight.remove(&index);
-                }
                 let end_block = window_end_block.max(last);
                 // A long stream prefetches whole aligned runs of `max_request` bytes, one GET each: fewer,
                 // larger requests cost both ends less per byte.
